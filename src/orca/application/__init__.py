@@ -1,0 +1,1 @@
+"""The event-sourced application: persistence, and one module per use case."""

@@ -1,0 +1,56 @@
+"""The eventsourcing Application: persistence and the rules of saving, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from orca.domain.errors import Conflict, NotFound
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class OrcaApplication(Application[UUID]):
+    """Orca's event store. Every command handler loads and saves aggregates through it."""
+
+    name = "orca"
+    is_snapshotting_enabled = False
+
+    def __init__(self, env: dict[str, str], on_saved: Callable[[int], None]) -> None:
+        super().__init__(env)
+        self._on_saved = on_saved
+
+    def get(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
+        try:
+            aggregate: Aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFound(f"{what} {aggregate_id} not found") from None
+        if not isinstance(aggregate, cls):
+            raise NotFound(f"{what} {aggregate_id} not found")
+        return aggregate
+
+    def find(self, aggregate_id: UUID) -> Aggregate | None:
+        try:
+            aggregate: Aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate
+
+    def commit(self, aggregates: Iterable[Aggregate], conflict: str) -> int:
+        """Save atomically; return the last notification id (for read-your-writes).
+
+        A concurrent writer that saved the same aggregate version first makes this a
+        ``Conflict`` with the given message: nothing of this save is stored.
+        """
+        try:
+            recordings = self.save(*aggregates)
+        except IntegrityError:
+            raise Conflict(conflict) from None
+        position = max(r.notification.id for r in recordings)
+        self._on_saved(position)
+        return position

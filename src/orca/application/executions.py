@@ -1,0 +1,103 @@
+"""Claiming, finishing and learning from executions: the executor's commands."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from orca.application.app import OrcaApplication
+from orca.application.sealing import Sealer
+from orca.application.systems import Credentials, open_credentials
+from orca.domain.errors import Conflict
+from orca.domain.job import Execution, ExecutionStatus, Job
+from orca.domain.system import System
+
+LEASE_MARGIN = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """Everything a worker needs to run one claimed execution."""
+
+    execution_id: UUID
+    job_id: UUID
+    system_id: UUID
+    command: str
+    timeout_seconds: int
+    system_type: str
+    hostname: str
+    port: int
+    username: str
+    credentials: Credentials
+    host_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    status: ExecutionStatus
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    error_message: str | None = None
+
+
+def start_execution(
+    app: OrcaApplication, sealer: Sealer, execution_id: UUID, *, worker_id: str
+) -> Work | None:
+    """Claim a pending execution for this worker; None if it is no longer pending.
+
+    Two workers racing save the same aggregate version: the event store lets one win.
+    """
+    execution = app.get(Execution, execution_id, "execution")
+    if execution.status != "pending":
+        return None
+    job = app.get(Job, execution.job_id, "job")
+    system = app.get(System, execution.system_id, "system")
+    execution.start(
+        worker_id,
+        lease_until=datetime.now(UTC) + timedelta(seconds=job.timeout_seconds) + LEASE_MARGIN,
+    )
+    try:
+        app.commit([execution], conflict="execution was claimed by another worker")
+    except Conflict:
+        return None
+    return Work(
+        execution_id=execution.id,
+        job_id=job.id,
+        system_id=system.id,
+        command=job.command,
+        timeout_seconds=job.timeout_seconds,
+        system_type=system.system_type,
+        hostname=system.hostname,
+        port=system.port,
+        username=system.username,
+        credentials=open_credentials(sealer, system),
+        host_key=system.host_key,
+    )
+
+
+def finish_execution(app: OrcaApplication, execution_id: UUID, outcome: Outcome) -> int:
+    execution = app.get(Execution, execution_id, "execution")
+    execution.finish(
+        outcome.status,
+        exit_code=outcome.exit_code,
+        stdout=outcome.stdout,
+        stderr=outcome.stderr,
+        stdout_truncated=outcome.stdout_truncated,
+        stderr_truncated=outcome.stderr_truncated,
+        error_message=outcome.error_message,
+    )
+    return app.commit([execution], conflict=f"execution {execution_id} finished concurrently")
+
+
+def pin_host_key(app: OrcaApplication, system_id: UUID, host_key: str) -> None:
+    """Record the key first seen for a system; a concurrent pin of the same key is fine."""
+    system = app.get(System, system_id, "system")
+    system.pin_host_key(host_key)
+    if system.pending_events:
+        with contextlib.suppress(Conflict):
+            app.commit([system], conflict="host key pinned concurrently")

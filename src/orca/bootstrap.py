@@ -1,0 +1,170 @@
+"""The one composition root: builds every part of Orca from its settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orca.application.app import OrcaApplication
+from orca.application.sealing import Sealer, derive_key, new_master_key, parse_master_key
+from orca.application.users import ensure_admin
+from orca.config import ConfigError, Settings
+from orca.executor.runner import Executor, ExecutorSettings
+from orca.executor.ssh import SshLimits
+from orca.projections.beacon import Beacon
+from orca.projections.listener import PostgresListener
+from orca.projections.projector import Projector
+from orca.projections.queries import Queries
+from orca.projections.store import VIEWS_CHANNEL, ReadStore, build_read_store
+
+log = logging.getLogger(__name__)
+
+
+def event_store_env(settings: Settings, *, create_tables: bool) -> dict[str, str]:
+    env = {"CREATE_TABLE": "y" if create_tables else "n"}
+    pg = settings.postgres
+    if pg is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        env |= {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(settings.sqlite_path),
+            "SQLITE_LOCK_TIMEOUT": "30",
+        }
+    else:
+        env |= {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_HOST": pg.host,
+            "POSTGRES_PORT": str(pg.port),
+            "POSTGRES_USER": pg.user,
+            "POSTGRES_PASSWORD": pg.password,
+            "POSTGRES_DBNAME": pg.dbname,
+            "POSTGRES_POOL_SIZE": "10",
+            "POSTGRES_MAX_OVERFLOW": "20",
+            "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_PRE_PING": "y",
+            "POSTGRES_LOCK_TIMEOUT": "10",
+        }
+    return env
+
+
+def master_key(settings: Settings) -> bytes:
+    """``ORCA_SECRET_KEY``, or a key Orca made once and keeps in the data directory."""
+    if settings.secret_key:
+        return parse_master_key(settings.secret_key)
+    path = settings.data_dir / "secret.key"
+    if not path.exists():
+        if settings.postgres is not None:
+            log.warning(
+                "ORCA_SECRET_KEY is not set: using a key in %s; every Orca process sharing "
+                "this database needs the same key",
+                path,
+            )
+        _write_private(path, new_master_key())
+    try:
+        return parse_master_key(path.read_text().strip())
+    except ValueError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+
+
+@dataclass
+class Services:
+    """Everything the API, the projector and the executor share in one process."""
+
+    settings: Settings
+    app: OrcaApplication
+    store: ReadStore
+    queries: Queries
+    sealer: Sealer
+    token_key: bytes
+    events: Beacon
+    views: Beacon
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start_projector(self) -> Projector:
+        projector = Projector(self.app, self.store, self.events, self.views)
+        self._spawn("projector", projector.run)
+        return projector
+
+    def start_listener(self) -> None:
+        """Hear of events and view progress made by other processes (PostgreSQL only)."""
+        pg = self.settings.postgres
+        if pg is None:
+            return
+        channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
+        listener = PostgresListener(pg, {channel: self.events, VIEWS_CHANNEL: self.views})
+        self._spawn("listener", listener.run)
+
+    def executor(self, worker_id: str | None = None) -> Executor:
+        s = self.settings
+        return Executor(
+            app=self.app,
+            sealer=self.sealer,
+            queries=self.queries,
+            views=self.views,
+            settings=ExecutorSettings(
+                worker_id=worker_id
+                or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}",
+                max_concurrency=s.max_concurrency,
+                ssh=SshLimits(
+                    connect_timeout=s.connect_timeout,
+                    keepalive_interval=s.keepalive_interval,
+                    max_output_bytes=s.max_output_bytes,
+                ),
+            ),
+        )
+
+    def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
+        thread = threading.Thread(
+            target=target, args=(self._stop,), name=f"orca-{name}", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.events.advance()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.app.close()
+
+
+def build(settings: Settings, *, create_tables: bool = False) -> Services:
+    events = Beacon()
+    app = OrcaApplication(event_store_env(settings, create_tables=create_tables), events.advance)
+    store = build_read_store(app.factory.datastore)  # type: ignore[attr-defined]
+    if create_tables:
+        store.create_table()
+    key = master_key(settings)
+    return Services(
+        settings=settings,
+        app=app,
+        store=store,
+        queries=Queries(store),
+        sealer=Sealer(derive_key(key, "orca/system-credentials")),
+        token_key=derive_key(key, "orca/api-tokens"),
+        events=events,
+        views=Beacon(),
+    )
+
+
+def migrate(settings: Settings) -> str | None:
+    """Create the tables and the first admin; return the admin password if it was generated."""
+    services = build(settings, create_tables=True)
+    try:
+        return ensure_admin(services.app, settings.admin_password)
+    finally:
+        services.close()

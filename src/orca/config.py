@@ -1,0 +1,97 @@
+"""Typed settings from ``ORCA_*`` environment variables, read once, with loud errors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+
+class ConfigError(ValueError):
+    """An ``ORCA_*`` variable has a value Orca cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresDsn:
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    admin_password: str | None = None
+    secret_key: str | None = None
+    max_concurrency: int = 10
+    max_output_bytes: int = 1024 * 1024
+    connect_timeout: float = 10.0
+    keepalive_interval: float = 15.0
+    log_level: str = "info"
+
+    @property
+    def postgres(self) -> PostgresDsn | None:
+        """The PostgreSQL server to use, or None for the embedded SQLite store."""
+        if not self.database_url:
+            return None
+        url = urlsplit(self.database_url)
+        if url.scheme not in ("postgresql", "postgres") or not url.path.strip("/"):
+            raise ConfigError(
+                "ORCA_DATABASE_URL must look like postgresql://user:password@host:5432/dbname"
+            )
+        return PostgresDsn(
+            host=url.hostname or "127.0.0.1",
+            port=url.port or 5432,
+            user=unquote(url.username or "postgres"),
+            password=unquote(url.password or ""),
+            dbname=unquote(url.path.strip("/")),
+        )
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "orca.sqlite3"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def text(name: str, default: str | None) -> str | None:
+            value = env.get(f"ORCA_{name}", "").strip()
+            return value or default
+
+        def number(name: str, default: float, minimum: float, maximum: float) -> float:
+            raw = text(name, None)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"ORCA_{name} must be a number, not {raw!r}") from None
+            if not minimum <= value <= maximum:
+                raise ConfigError(f"ORCA_{name} must be between {minimum:g} and {maximum:g}")
+            return value
+
+        settings = cls(
+            host=text("HOST", cls.host) or cls.host,
+            port=int(number("PORT", cls.port, 1, 65535)),
+            data_dir=Path(text("DATA_DIR", str(cls.data_dir)) or cls.data_dir),
+            database_url=text("DATABASE_URL", None),
+            admin_password=text("ADMIN_PASSWORD", None),
+            secret_key=text("SECRET_KEY", None),
+            max_concurrency=int(number("MAX_CONCURRENCY", cls.max_concurrency, 1, 10_000)),
+            max_output_bytes=int(
+                number("MAX_OUTPUT_BYTES", cls.max_output_bytes, 1024, 256 * 1024 * 1024)
+            ),
+            connect_timeout=number("CONNECT_TIMEOUT", cls.connect_timeout, 0.1, 600),
+            keepalive_interval=number("KEEPALIVE_INTERVAL", cls.keepalive_interval, 1, 3600),
+            log_level=(text("LOG_LEVEL", cls.log_level) or cls.log_level).lower(),
+        )
+        settings.postgres  # noqa: B018 - validate the URL now, not on first use
+        return settings

@@ -1,0 +1,1 @@
+"""Protocol adapters that run commands on remote systems."""

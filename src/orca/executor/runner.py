@@ -1,0 +1,197 @@
+"""The executor: claims due executions, runs them over SSH, records what came back.
+
+Orca is at-most-once: an execution is claimed by saving ``Execution.Started`` (exactly
+one worker wins that race), and a claimed execution is never run a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+from orca.application.app import OrcaApplication
+from orca.application.executions import (
+    Outcome,
+    Work,
+    finish_execution,
+    pin_host_key,
+    start_execution,
+)
+from orca.application.sealing import Sealer
+from orca.executor.ssh import RunOutcome, SshLimits, SshTarget, run_command
+from orca.projections.beacon import Beacon
+from orca.projections.queries import Queries
+from orca.projections.views import iso
+
+log = logging.getLogger(__name__)
+
+IDLE_RECHECK_SECONDS = 1.0
+FINISH_RETRY_DELAYS = (0.2, 1.0, 3.0, 10.0, 30.0)
+STOPPED_MESSAGE = "Orca stopped while the command was running; the command was killed"
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorSettings:
+    worker_id: str
+    max_concurrency: int
+    ssh: SshLimits
+
+
+class Executor:
+    def __init__(
+        self,
+        *,
+        app: OrcaApplication,
+        sealer: Sealer,
+        queries: Queries,
+        views: Beacon,
+        settings: ExecutorSettings,
+    ) -> None:
+        self._app = app
+        self._sealer = sealer
+        self._queries = queries
+        self._views = views
+        self._settings = settings
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def on_advance() -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        undo = self._views.on_advance(on_advance)
+        try:
+            while not stop.is_set():
+                wake.clear()
+                next_at = await self._dispatch()
+                await self._sleep(stop, wake, next_at)
+        finally:
+            undo()
+            await self._stop_running()
+
+    async def _dispatch(self) -> datetime | None:
+        """Claim what is due and free slots allow; return when the next schedule is due."""
+        free = self._settings.max_concurrency - len(self._running)
+        if free <= 0:
+            return None
+        due, next_at = await asyncio.to_thread(
+            self._queries.due_executions, iso(datetime.now(UTC)), free + len(self._running)
+        )
+        for execution_id in due:
+            if execution_id in self._running:
+                continue
+            if len(self._running) >= self._settings.max_concurrency:
+                break
+            work = await asyncio.to_thread(
+                start_execution,
+                self._app,
+                self._sealer,
+                UUID(execution_id),
+                worker_id=self._settings.worker_id,
+            )
+            if work is not None:
+                task = asyncio.create_task(self._execute(work), name=f"execution {execution_id}")
+                self._running[execution_id] = task
+                task.add_done_callback(self._forget)
+        return datetime.fromisoformat(next_at) if next_at else None
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        for key, running in list(self._running.items()):
+            if running is task:
+                del self._running[key]
+
+    async def _sleep(
+        self, stop: asyncio.Event, wake: asyncio.Event, next_at: datetime | None
+    ) -> None:
+        timeout = IDLE_RECHECK_SECONDS
+        if next_at is not None:
+            timeout = min(timeout, max(0.0, (next_at - datetime.now(UTC)).total_seconds()))
+        waiters: list[asyncio.Future[object]] = [
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(wake.wait()),
+        ]
+        waiters.extend(asyncio.shield(t) for t in self._running.values())
+        _, pending = await asyncio.wait(waiters, timeout=timeout, return_when="FIRST_COMPLETED")
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _execute(self, work: Work) -> None:
+        log.info("execution %s started on %s:%s", work.execution_id, work.hostname, work.port)
+        try:
+            outcome = await self._run_remote(work)
+        except asyncio.CancelledError:
+            await asyncio.shield(
+                self._record(work, Outcome(status="failed", error_message=STOPPED_MESSAGE))
+            )
+            raise
+        await self._record(work, outcome)
+
+    async def _run_remote(self, work: Work) -> Outcome:
+        if work.system_type != "linux":
+            return Outcome(
+                status="failed",
+                error_message=f"{work.system_type} systems cannot run commands in this version",
+            )
+        target = SshTarget(
+            host=work.hostname,
+            port=work.port,
+            username=work.username,
+            password=work.credentials.password,
+            private_key=work.credentials.private_key,
+            passphrase=work.credentials.passphrase,
+            host_key=work.host_key,
+        )
+        result = await run_command(
+            target, work.command, timeout=work.timeout_seconds, limits=self._settings.ssh
+        )
+        if work.host_key is None and result.host_key is not None:
+            await asyncio.to_thread(pin_host_key, self._app, work.system_id, result.host_key)
+        return _outcome(result, work.system_id)
+
+    async def _record(self, work: Work, outcome: Outcome) -> None:
+        """Finishing must not be lost to a passing database error: retry with backoff."""
+        for delay in (*FINISH_RETRY_DELAYS, None):
+            try:
+                await asyncio.to_thread(finish_execution, self._app, work.execution_id, outcome)
+            except Exception:
+                if delay is None:
+                    log.exception("could not record the end of execution %s", work.execution_id)
+                    return
+                log.warning("recording execution %s failed; retrying", work.execution_id)
+                await asyncio.sleep(delay)
+            else:
+                log.info("execution %s %s", work.execution_id, outcome.status)
+                return
+
+    async def _stop_running(self) -> None:
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _outcome(result: RunOutcome, system_id: UUID) -> Outcome:
+    message = result.error_message
+    if message is not None:
+        message = message.replace("<id>", str(system_id))
+    return Outcome(
+        status=result.status,
+        exit_code=result.exit_code,
+        stdout=result.stdout,
+        stderr=result.stderr,
+        stdout_truncated=result.stdout_truncated,
+        stderr_truncated=result.stderr_truncated,
+        error_message=message,
+    )

@@ -1,0 +1,1 @@
+"""The REST API: routes, request and response structs, auth, errors."""

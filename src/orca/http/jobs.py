@@ -1,0 +1,69 @@
+"""/api/jobs: run a command on systems, and follow what it did."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from orca.application.jobs import CreateJob, create_job
+from orca.application.users import Principal
+from orca.http.common import choice_param, found, json, page, path_id, services, settle, text_param
+from orca.http.errors import FieldError, ValidationFailed
+from orca.http.schemas import JobCreate, JobList, decode
+
+_job_create = msgspec.json.Decoder(JobCreate)
+JOB_STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
+
+
+def _schedule(at: datetime | None) -> datetime | None:
+    if at is None:
+        return None
+    if at.tzinfo is None:
+        message = "must include a UTC offset, e.g. 2025-01-15T15:00:00Z"
+        raise ValidationFailed(
+            f"invalid schedule_at: {message}", [FieldError(field="schedule_at", message=message)]
+        )
+    if at <= datetime.now(UTC):
+        message = "is in the past"
+        raise ValidationFailed(
+            f"invalid schedule_at: {message}", [FieldError(field="schedule_at", message=message)]
+        )
+    return at.astimezone(UTC)
+
+
+async def create(request: Request, principal: Principal) -> Response:
+    body = decode(await request.body(), _job_create)
+    command = CreateJob(
+        name=body.name,
+        command=body.command,
+        system_ids=body.system_ids,
+        schedule_at=_schedule(body.schedule_at),
+        timeout_seconds=body.timeout_seconds,
+    )
+    s = services(request)
+    saved = await run_in_threadpool(create_job, s.app, command, by=principal.username)
+    await settle(request, saved.position)
+    view = await run_in_threadpool(s.queries.get_job, str(saved.id))
+    return json(found(view, "job", str(saved.id)), status=201)
+
+
+async def list_jobs(request: Request, principal: Principal) -> Response:
+    limit, offset = page(request)
+    status = choice_param(request, "status", JOB_STATUSES)
+    created_by = text_param(request, "created_by")
+    jobs, total = await run_in_threadpool(
+        lambda: services(request).queries.list_jobs(
+            status=status, created_by=created_by, limit=limit, offset=offset
+        )
+    )
+    return json(JobList(jobs=jobs, total=total, limit=limit, offset=offset))
+
+
+async def get_job(request: Request, principal: Principal) -> Response:
+    job_id = path_id(request, "job_id")
+    view = await run_in_threadpool(services(request).queries.get_job, job_id)
+    return json(found(view, "job", job_id))

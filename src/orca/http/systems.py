@@ -1,0 +1,79 @@
+"""/api/systems: register, list and get the machines Orca runs commands on."""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from orca.application.systems import Credentials, RegisterSystem, register_system
+from orca.application.users import Principal
+from orca.http.common import (
+    bool_param,
+    choice_param,
+    found,
+    json,
+    page,
+    path_id,
+    services,
+    settle,
+)
+from orca.http.errors import FieldError, ValidationFailed
+from orca.http.schemas import SystemCreate, SystemList, decode
+
+_system_create = msgspec.json.Decoder(SystemCreate)
+DEFAULT_PORTS = {"linux": 22, "windows": 5985}
+SYSTEM_TYPES = frozenset(DEFAULT_PORTS)
+
+
+def _command(body: SystemCreate) -> RegisterSystem:
+    if body.password is None and body.private_key is None:
+        message = "give a password or a private_key"
+        raise ValidationFailed(message, [FieldError(field="password", message=message)])
+    if body.private_key is not None and body.system_type == "windows":
+        message = "windows systems log in with a password"
+        raise ValidationFailed(message, [FieldError(field="private_key", message=message)])
+    return RegisterSystem(
+        name=body.name,
+        hostname=body.hostname,
+        port=body.port or DEFAULT_PORTS[body.system_type],
+        system_type=body.system_type,
+        username=body.username,
+        credentials=Credentials(
+            password=body.password,
+            private_key=body.private_key,
+            passphrase=body.private_key_passphrase,
+        ),
+        description=body.description,
+        host_key=body.host_key,
+    )
+
+
+async def create_system(request: Request, principal: Principal) -> Response:
+    command = _command(decode(await request.body(), _system_create))
+    s = services(request)
+    saved = await run_in_threadpool(
+        register_system, s.app, s.sealer, command, by=principal.username
+    )
+    await settle(request, saved.position)
+    view = await run_in_threadpool(s.queries.get_system, str(saved.id))
+    return json(found(view, "system", str(saved.id)), status=201)
+
+
+async def list_systems(request: Request, principal: Principal) -> Response:
+    limit, offset = page(request)
+    active = bool_param(request, "active")
+    system_type = choice_param(request, "system_type", SYSTEM_TYPES)
+    systems, total = await run_in_threadpool(
+        lambda: services(request).queries.list_systems(
+            active=active, system_type=system_type, limit=limit, offset=offset
+        )
+    )
+    return json(SystemList(systems=systems, total=total, limit=limit, offset=offset))
+
+
+async def get_system(request: Request, principal: Principal) -> Response:
+    system_id = path_id(request, "system_id")
+    view = await run_in_threadpool(services(request).queries.get_system, system_id)
+    return json(found(view, "system", system_id))

@@ -1,0 +1,65 @@
+"""Feeds the event log into the read models, in batches, exactly once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from eventsourcing.persistence import Tracking
+
+from orca.application.app import OrcaApplication
+from orca.projections.beacon import Beacon
+from orca.projections.store import ReadStore
+from orca.projections.views import HANDLERS
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+# Wake-ups come from saves and NOTIFY; this bounds the delay if one is ever missed.
+IDLE_RECHECK_SECONDS = 1.0
+
+
+class Projector:
+    def __init__(
+        self, app: OrcaApplication, store: ReadStore, events: Beacon, views: Beacon
+    ) -> None:
+        self._app = app
+        self._store = store
+        self._events = events
+        self._views = views
+        self.position = store.max_tracking_id(app.name) or 0
+        views.advance(self.position)
+
+    def catch_up(self) -> int:
+        """Apply every event recorded so far; return how many were applied."""
+        applied = 0
+        while True:
+            notifications = self._app.recorder.select_notifications(
+                start=self.position, limit=BATCH, inclusive_of_start=False
+            )
+            if not notifications:
+                return applied
+            last = notifications[-1].id
+            with self._store.write(Tracking(self._app.name, last)) as cur:
+                for notification in notifications:
+                    event = self._app.mapper.to_domain_event(notification)
+                    handler = HANDLERS.get(type(event))
+                    if handler is None:
+                        log.warning("no projection for event %s", notification.topic)
+                        continue
+                    handler(cur, event, notification.id)
+            self.position = last
+            applied += len(notifications)
+            self._views.advance(last)
+
+    def run(self, stop: threading.Event) -> None:
+        """Catch up, then wait for news, until ``stop`` is set."""
+        while not stop.is_set():
+            news = self._events.changes
+            try:
+                self.catch_up()
+            except Exception:
+                log.exception("projection failed; retrying")
+                stop.wait(IDLE_RECHECK_SECONDS)
+                continue
+            self._events.wait_change(news, IDLE_RECHECK_SECONDS)

@@ -1,0 +1,204 @@
+"""Reads of the read models, shaped as the API shows them. Never touches the event store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from orca.projections.store import Cursor, ReadStore, Row
+
+
+class SystemView(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    hostname: str
+    port: int
+    system_type: str
+    username: str
+    description: str
+    is_active: bool
+    health_status: str
+    created_at: str
+    updated_at: str
+    last_health_check: str | None
+
+
+class ExecutionView(msgspec.Struct, kw_only=True):
+    id: str
+    job_id: str
+    system_id: str
+    system_name: str
+    status: str
+    started_at: str | None
+    completed_at: str | None
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    error_message: str | None
+    duration_seconds: float | None
+
+
+class JobView(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    command: str
+    status: str
+    created_by: str
+    created_at: str
+    scheduled_at: str | None
+    timeout_seconds: int
+    executions: list[ExecutionView]
+
+
+_SYSTEM_COLUMNS = (
+    "id, name, hostname, port, system_type, username, description, is_active, health_status,"
+    " created_at, updated_at, last_health_check"
+)
+_JOB_COLUMNS = "id, name, command, status, created_by, created_at, scheduled_at, timeout_seconds"
+_EXECUTION_COLUMNS = (
+    "id, job_id, system_id, system_name, status, started_at, completed_at, exit_code, stdout,"
+    " stderr, stdout_truncated, stderr_truncated, error_message, duration_seconds"
+)
+
+
+def _system(row: Row) -> SystemView:
+    return SystemView(
+        id=row["id"],
+        name=row["name"],
+        hostname=row["hostname"],
+        port=row["port"],
+        system_type=row["system_type"],
+        username=row["username"],
+        description=row["description"],
+        is_active=bool(row["is_active"]),
+        health_status=row["health_status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_health_check=row["last_health_check"],
+    )
+
+
+def _execution(row: Row) -> ExecutionView:
+    return ExecutionView(
+        id=row["id"],
+        job_id=row["job_id"],
+        system_id=row["system_id"],
+        system_name=row["system_name"],
+        status=row["status"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        exit_code=row["exit_code"],
+        stdout=row["stdout"],
+        stderr=row["stderr"],
+        stdout_truncated=bool(row["stdout_truncated"]),
+        stderr_truncated=bool(row["stderr_truncated"]),
+        error_message=row["error_message"],
+        duration_seconds=row["duration_seconds"],
+    )
+
+
+def _where(filters: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
+    present = [(clause, value) for clause, value in filters if value is not None]
+    if not present:
+        return "", []
+    return " WHERE " + " AND ".join(c for c, _ in present), [v for _, v in present]
+
+
+class Queries:
+    def __init__(self, store: ReadStore) -> None:
+        self._store = store
+
+    def get_system(self, system_id: str) -> SystemView | None:
+        with self._store.read() as cur:
+            cur.execute(f"SELECT {_SYSTEM_COLUMNS} FROM systems WHERE id = ?", (system_id,))
+            row = cur.fetchone()
+        return _system(row) if row is not None else None
+
+    def list_systems(
+        self, *, active: bool | None, system_type: str | None, limit: int, offset: int
+    ) -> tuple[list[SystemView], int]:
+        where, params = _where([("is_active = ?", active), ("system_type = ?", system_type)])
+        with self._store.read() as cur:
+            cur.execute(f"SELECT COUNT(*) AS n FROM systems{where}", params)
+            total = _count(cur)
+            cur.execute(
+                f"SELECT {_SYSTEM_COLUMNS} FROM systems{where} ORDER BY seq LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            )
+            return [_system(r) for r in cur.fetchall()], total
+
+    def get_job(self, job_id: str) -> JobView | None:
+        with self._store.read() as cur:
+            cur.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            return self._jobs(cur, [row])[0]
+
+    def list_jobs(
+        self, *, status: str | None, created_by: str | None, limit: int, offset: int
+    ) -> tuple[list[JobView], int]:
+        """Newest first."""
+        where, params = _where([("status = ?", status), ("created_by = ?", created_by)])
+        with self._store.read() as cur:
+            cur.execute(f"SELECT COUNT(*) AS n FROM jobs{where}", params)
+            total = _count(cur)
+            cur.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            )
+            return self._jobs(cur, cur.fetchall()), total
+
+    @staticmethod
+    def _jobs(cur: Cursor, rows: Sequence[Row]) -> list[JobView]:
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        marks = ", ".join("?" for _ in ids)
+        cur.execute(
+            f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE job_id IN ({marks}) ORDER BY seq",
+            ids,
+        )
+        by_job: dict[str, list[ExecutionView]] = {i: [] for i in ids}
+        for r in cur.fetchall():
+            by_job[r["job_id"]].append(_execution(r))
+        return [
+            JobView(
+                id=r["id"],
+                name=r["name"],
+                command=r["command"],
+                status=r["status"],
+                created_by=r["created_by"],
+                created_at=r["created_at"],
+                scheduled_at=r["scheduled_at"],
+                timeout_seconds=r["timeout_seconds"],
+                executions=by_job[r["id"]],
+            )
+            for r in rows
+        ]
+
+    def due_executions(self, now: str, limit: int) -> tuple[list[str], str | None]:
+        """Pending executions whose time has come, oldest first, and the next schedule."""
+        with self._store.read() as cur:
+            cur.execute(
+                "SELECT id FROM executions WHERE status = 'pending'"
+                " AND (scheduled_at IS NULL OR scheduled_at <= ?) ORDER BY seq LIMIT ?",
+                (now, limit),
+            )
+            due = [r["id"] for r in cur.fetchall()]
+            cur.execute(
+                "SELECT MIN(scheduled_at) AS next FROM executions"
+                " WHERE status = 'pending' AND scheduled_at > ?",
+                (now,),
+            )
+            row = cur.fetchone()
+        return due, row["next"] if row is not None else None
+
+
+def _count(cur: Cursor) -> int:
+    row = cur.fetchone()
+    return int(row["n"]) if row is not None else 0

@@ -1,0 +1,65 @@
+"""Read-model tables. One DDL serves SQLite and PostgreSQL: ids and timestamps are ISO text.
+
+Timestamps are stored as the API shows them (UTC, ``Z``), so reads need no conversion and
+text order is time order.
+"""
+
+TABLES = (
+    """CREATE TABLE IF NOT EXISTS systems (
+        id TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        name TEXT NOT NULL,
+        hostname TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        system_type TEXT NOT NULL,
+        username TEXT NOT NULL,
+        description TEXT NOT NULL,
+        is_active BOOLEAN NOT NULL,
+        health_status TEXT NOT NULL,
+        host_key TEXT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        last_health_check TEXT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS systems_seq ON systems (seq)",
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        name TEXT NOT NULL,
+        command TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        scheduled_at TEXT NULL,
+        timeout_seconds INTEGER NOT NULL,
+        n_executions INTEGER NOT NULL,
+        n_started INTEGER NOT NULL DEFAULT 0,
+        n_finished INTEGER NOT NULL DEFAULT 0,
+        n_completed INTEGER NOT NULL DEFAULT 0,
+        cancelled BOOLEAN NOT NULL DEFAULT FALSE
+    )""",
+    "CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq)",
+    "CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq)",
+    "CREATE INDEX IF NOT EXISTS jobs_created_by_seq ON jobs (created_by, seq)",
+    """CREATE TABLE IF NOT EXISTS executions (
+        id TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        job_id TEXT NOT NULL,
+        system_id TEXT NOT NULL,
+        system_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        scheduled_at TEXT NULL,
+        worker_id TEXT NULL,
+        started_at TEXT NULL,
+        completed_at TEXT NULL,
+        exit_code INTEGER NULL,
+        stdout TEXT NOT NULL DEFAULT '',
+        stderr TEXT NOT NULL DEFAULT '',
+        stdout_truncated BOOLEAN NOT NULL DEFAULT FALSE,
+        stderr_truncated BOOLEAN NOT NULL DEFAULT FALSE,
+        error_message TEXT NULL,
+        duration_seconds DOUBLE PRECISION NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS executions_job ON executions (job_id, seq)",
+    "CREATE INDEX IF NOT EXISTS executions_queue ON executions (status, scheduled_at)",
+)

@@ -1,0 +1,131 @@
+"""The read-model store: the library's tracking recorder plus our view tables.
+
+Rows and the tracking position are written in one transaction, so each event is applied
+exactly once however often a projector restarts. SQL is written once with ``?`` markers.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from functools import lru_cache
+from typing import Any, Protocol
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
+from psycopg.sql import SQL, Composed
+
+from orca.projections.schema import TABLES
+
+Row = Any  # sqlite3.Row or a psycopg dict row: both are read by column name
+VIEWS_CHANNEL = "orca_views"
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    def fetchone(self) -> Row | None: ...
+    def fetchall(self) -> list[Row]: ...
+
+
+class ReadStore(Protocol):
+    """What projections write through and queries read through."""
+
+    application_name: str
+
+    def create_table(self) -> None: ...
+    def max_tracking_id(self, application_name: str) -> int | None: ...
+    def write(self, tracking: Tracking) -> AbstractContextManager[Cursor]: ...
+    def read(self) -> AbstractContextManager[Cursor]: ...
+
+
+class _Views:
+    """Shared behaviour of the two backends."""
+
+    def _view_statements(self) -> list[str]:
+        return list(TABLES)
+
+    @abstractmethod
+    def _cursor(self, *, commit: bool) -> AbstractContextManager[Any]: ...
+
+    @abstractmethod
+    def _wrap(self, cursor: Any) -> Cursor: ...
+
+    @abstractmethod
+    def _track(self, cursor: Any, tracking: Tracking) -> None: ...
+
+    @contextmanager
+    def write(self, tracking: Tracking) -> Iterator[Cursor]:
+        with self._cursor(commit=True) as raw:
+            yield self._wrap(raw)
+            self._track(raw, tracking)
+
+    @contextmanager
+    def read(self) -> Iterator[Cursor]:
+        with self._cursor(commit=False) as raw:
+            yield self._wrap(raw)
+
+
+class SQLiteReadStore(_Views, SQLiteTrackingRecorder):
+    application_name = "orca"
+
+    def construct_create_table_statements(self) -> list[str]:
+        return super().construct_create_table_statements() + self._view_statements()
+
+    def _cursor(self, *, commit: bool) -> AbstractContextManager[Any]:
+        return self.datastore.transaction(commit=commit)
+
+    def _wrap(self, cursor: Any) -> Cursor:
+        return cursor  # type: ignore[no-any-return]
+
+    def _track(self, cursor: Any, tracking: Tracking) -> None:
+        self._insert_tracking(cursor, tracking)
+
+
+@lru_cache(maxsize=512)
+def _to_pyformat(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+class _PostgresCursor:
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cursor.execute(_to_pyformat(sql), params, prepare=True)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cursor.executemany(_to_pyformat(sql), rows)
+
+    def fetchone(self) -> Row | None:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Row]:
+        return self._cursor.fetchall()  # type: ignore[no-any-return]
+
+
+class PostgresReadStore(_Views, PostgresTrackingRecorder):
+    application_name = "orca"
+
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, tracking_table_name="orca_tracking", **kwargs)
+        self.sql_create_statements.extend(Composed([SQL(s)]) for s in self._view_statements())
+
+    def _cursor(self, *, commit: bool) -> AbstractContextManager[Any]:
+        return self.datastore.transaction(commit=commit)
+
+    def _wrap(self, cursor: Any) -> Cursor:
+        return _PostgresCursor(cursor)
+
+    def _track(self, cursor: Any, tracking: Tracking) -> None:
+        self._insert_tracking(cursor, tracking)
+        # Tell API processes and workers elsewhere that the views moved on.
+        cursor.execute("SELECT pg_notify(%s, %s)", (VIEWS_CHANNEL, str(tracking.notification_id)))
+
+
+def build_read_store(datastore: SQLiteDatastore | PostgresDatastore) -> ReadStore:
+    if isinstance(datastore, PostgresDatastore):
+        return PostgresReadStore(datastore)
+    return SQLiteReadStore(datastore)

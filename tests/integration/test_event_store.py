@@ -1,0 +1,209 @@
+"""The application and its projections, the same on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from uuid import UUID, uuid4
+
+import pytest
+
+from orca.application.executions import Outcome, finish_execution, start_execution
+from orca.application.jobs import CreateJob, create_job
+from orca.application.systems import Credentials, RegisterSystem, Saved, register_system
+from orca.bootstrap import Services, build
+from orca.domain.errors import Conflict, Invalid
+
+CANARY = "canary-pw-5b1e0c"
+
+
+def register(services: Services, name: str = "web-01", password: str = CANARY) -> Saved:
+    return register_system(
+        services.app,
+        services.sealer,
+        RegisterSystem(
+            name=name,
+            hostname="127.0.0.1",
+            port=22,
+            system_type="linux",
+            username="deploy",
+            credentials=Credentials(password=password),
+        ),
+        by="admin",
+    )
+
+
+def settle(services: Services, saved: Saved | int) -> None:
+    position = saved if isinstance(saved, int) else saved.position
+    assert services.views.wait_for(position, timeout=10), "projection did not catch up"
+
+
+def new_job(services: Services, *system_ids: UUID) -> Saved:
+    saved = create_job(
+        services.app,
+        CreateJob(name="check", command="whoami", system_ids=list(system_ids)),
+        by="admin",
+    )
+    settle(services, saved)
+    return saved
+
+
+def test_a_registered_system_is_listed_without_its_credentials(services: Services) -> None:
+    saved = register(services)
+    settle(services, saved)
+    view = services.queries.get_system(str(saved.id))
+    assert view is not None
+    assert (view.name, view.hostname, view.port, view.health_status) == (
+        "web-01",
+        "127.0.0.1",
+        22,
+        "unknown",
+    )
+    systems, total = services.queries.list_systems(
+        active=None, system_type=None, limit=50, offset=0
+    )
+    assert total == 1 and systems[0].id == str(saved.id)
+    assert CANARY not in repr(systems)
+
+
+def test_the_raw_event_table_never_holds_a_password_in_plain_text(services: Services) -> None:
+    settle(services, register(services))
+    stored = services.app.recorder.select_notifications(start=1, limit=100)
+    assert stored, "events were recorded"
+    assert all(CANARY.encode() not in n.state for n in stored)
+
+
+def test_sealed_credentials_open_again_for_the_executor(services: Services) -> None:
+    system = register(services)
+    job = new_job(services, system.id)
+    (execution_id,) = services.app.repository.get(job.id).execution_ids
+    work = start_execution(services.app, services.sealer, execution_id, worker_id="w1")
+    assert work is not None and work.credentials.password == CANARY
+
+
+def test_system_names_are_unique_without_regard_to_case(services: Services) -> None:
+    settle(services, register(services, "web-01"))
+    with pytest.raises(Conflict):
+        register(services, "WEB-01")
+    _, total = services.queries.list_systems(active=None, system_type=None, limit=50, offset=0)
+    assert total == 1
+
+
+def test_two_concurrent_registrations_of_one_name_leave_exactly_one(services: Services) -> None:
+    results: list[str] = []
+
+    def attempt() -> None:
+        try:
+            register(services, "race")
+            results.append("saved")
+        except Conflict:
+            results.append("conflict")
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["conflict", "conflict", "conflict", "saved"]
+
+
+def test_a_job_and_its_executions_are_saved_together_and_shown_pending(services: Services) -> None:
+    a, b = register(services, "a"), register(services, "b")
+    job = new_job(services, a.id, b.id)
+    view = services.queries.get_job(str(job.id))
+    assert view is not None and view.status == "pending"
+    assert [(e.system_name, e.status) for e in view.executions] == [
+        ("a", "pending"),
+        ("b", "pending"),
+    ]
+
+
+def test_a_job_naming_an_unknown_system_is_refused_and_nothing_is_stored(
+    services: Services,
+) -> None:
+    before = services.app.recorder.max_notification_id()
+    with pytest.raises(Invalid) as error:
+        create_job(services.app, CreateJob(name="x", command="true", system_ids=[uuid4()]), by="a")
+    assert error.value.field == "system_ids"
+    assert services.app.recorder.max_notification_id() == before
+
+
+def test_an_execution_is_claimed_by_exactly_one_worker(services: Services) -> None:
+    system = register(services)
+    job = new_job(services, system.id)
+    (execution_id,) = services.app.repository.get(job.id).execution_ids
+    claims: list[object] = []
+
+    def claim(worker: str) -> None:
+        claims.append(
+            start_execution(services.app, services.sealer, execution_id, worker_id=worker)
+        )
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(c is not None for c in claims) == 1
+
+
+def test_job_status_follows_its_executions(services: Services) -> None:
+    a, b = register(services, "a"), register(services, "b")
+    job = new_job(services, a.id, b.id)
+    first, second = services.app.repository.get(job.id).execution_ids
+    start_execution(services.app, services.sealer, first, worker_id="w")
+    settle(services, services.app.recorder.max_notification_id())
+    assert services.queries.get_job(str(job.id)).status == "running"  # type: ignore[union-attr]
+
+    finish_execution(
+        services.app, first, Outcome(status="completed", exit_code=0, stdout="deploy\n")
+    )
+    start_execution(services.app, services.sealer, second, worker_id="w")
+    position = finish_execution(
+        services.app, second, Outcome(status="failed", exit_code=3, stderr="boom")
+    )
+    settle(services, position)
+    view = services.queries.get_job(str(job.id))
+    assert view is not None and view.status == "failed"
+    done = {e.id: e for e in view.executions}
+    assert (done[str(first)].status, done[str(first)].exit_code, done[str(first)].stdout) == (
+        "completed",
+        0,
+        "deploy\n",
+    )
+    assert (done[str(second)].status, done[str(second)].exit_code) == ("failed", 3)
+    assert done[str(first)].duration_seconds is not None
+    assert done[str(first)].started_at < done[str(first)].completed_at  # type: ignore[operator]
+
+
+def test_a_restarted_projector_applies_nothing_twice(services: Services) -> None:
+    system = register(services)
+    job = new_job(services, system.id)
+    (execution_id,) = services.app.repository.get(job.id).execution_ids
+    start_execution(services.app, services.sealer, execution_id, worker_id="w")
+    settle(services, finish_execution(services.app, execution_id, Outcome(status="completed")))
+    services.close()
+
+    again = build(services.settings)
+    try:
+        projector = again.start_projector()
+        assert projector.position == again.app.recorder.max_notification_id()
+        assert projector.catch_up() == 0
+        view = again.queries.get_job(str(job.id))
+        assert view is not None and view.status == "completed"
+        jobs, total = again.queries.list_jobs(status=None, created_by=None, limit=10, offset=0)
+        assert total == 1 and len(jobs[0].executions) == 1
+    finally:
+        again.close()
+
+
+def test_jobs_are_listed_newest_first_and_filtered(services: Services) -> None:
+    system = register(services)
+    ids = [new_job(services, system.id).id for _ in range(3)]
+    jobs, total = services.queries.list_jobs(status=None, created_by=None, limit=2, offset=0)
+    assert total == 3 and [j.id for j in jobs] == [str(ids[2]), str(ids[1])]
+    jobs, total = services.queries.list_jobs(
+        status="completed", created_by=None, limit=50, offset=0
+    )
+    assert (jobs, total) == ([], 0)
+    _, total = services.queries.list_jobs(status=None, created_by="nobody", limit=50, offset=0)
+    assert total == 0

@@ -1,0 +1,122 @@
+"""A real ``orca serve`` process for end-to-end tests, and a client for its API."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from orca.config import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OrcaServer:
+    """Runs ``orca serve`` with ``settings`` on a free port; stop() and start() again at will."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCA_")}
+        env |= {
+            "ORCA_HOST": "127.0.0.1",
+            "ORCA_PORT": str(self.port),
+            "ORCA_DATA_DIR": str(s.data_dir),
+            "ORCA_ADMIN_PASSWORD": s.admin_password or "",
+            "ORCA_SECRET_KEY": s.secret_key or "",
+            "ORCA_CONNECT_TIMEOUT": str(s.connect_timeout),
+            "ORCA_DATABASE_URL": s.database_url or "",
+        }
+        return env
+
+    def start(self) -> Self:
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "orca.cli", "serve"], env=self.env(), stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"orca serve exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if (
+                    httpx.get(f"{self.base_url}/health", timeout=1, trust_env=False).status_code
+                    == 200
+                ):
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"orca serve did not start: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            self._process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def client(self, username: str = "admin", password: str | None = None) -> ApiClient:
+        return ApiClient(self.base_url, username, password or self.settings.admin_password or "")
+
+
+class ApiClient:
+    """Logs in like a user would and speaks JSON."""
+
+    def __init__(self, base_url: str, username: str, password: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=30, trust_env=False)
+        response = self.http.post(
+            "/api/auth/token", json={"username": username, "password": password}
+        )
+        response.raise_for_status()
+        self.http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+
+    def post(self, path: str, body: Any) -> httpx.Response:
+        return self.http.post(path, json=body)
+
+    def get(self, path: str, **params: Any) -> httpx.Response:
+        return self.http.get(path, params=params)
+
+    def wait_for_job(self, job_id: str, timeout: float = 30) -> dict[str, Any]:
+        """Poll like a user until the job is finished; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job: dict[str, Any] = self.get(f"/api/jobs/{job_id}").json()
+            if job["status"] not in ("pending", "running") or time.monotonic() > deadline:
+                return job
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.http.close()
