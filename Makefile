@@ -1,6 +1,11 @@
 # Orca: `make run` serves Orca on http://127.0.0.1:8000; `make test` runs every test.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || command -v python3)
+# The first interpreter that really runs and is 3.11 or newer (pyenv shims may not).
+ifndef PYTHON
+PYTHON := $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { command -v $$p; break; }; \
+	done)
+endif
 VENV ?= .venv
 BIN := $(VENV)/bin
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
@@ -10,8 +15,7 @@ PG_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-		|| { echo "Orca needs Python 3.11 or newer ($(PYTHON) is older)"; exit 1; }
+	@[ -n "$(PYTHON)" ] || { echo "Orca needs Python 3.11 or newer on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
