@@ -15,6 +15,7 @@ from orca.application.app import OrcaApplication
 from orca.application.sealing import Sealer, derive_key, new_master_key, parse_master_key
 from orca.application.users import ensure_admin
 from orca.config import ConfigError, Settings
+from orca.executor.remote import Remote
 from orca.executor.runner import Executor, ExecutorSettings
 from orca.executor.ssh import SshLimits
 from orca.projections.beacon import Beacon
@@ -22,6 +23,7 @@ from orca.projections.listener import PostgresListener
 from orca.projections.projector import Projector
 from orca.projections.queries import Queries
 from orca.projections.store import VIEWS_CHANNEL, ReadStore, build_read_store
+from orca.projections.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ class Services:
     app: OrcaApplication
     store: ReadStore
     queries: Queries
+    workers: Workers
+    remote: Remote
     sealer: Sealer
     token_key: bytes
     events: Beacon
@@ -114,16 +118,13 @@ class Services:
             app=self.app,
             sealer=self.sealer,
             queries=self.queries,
+            workers=self.workers,
+            remote=self.remote,
             views=self.views,
             settings=ExecutorSettings(
                 worker_id=worker_id
                 or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}",
                 max_concurrency=s.max_concurrency,
-                ssh=SshLimits(
-                    connect_timeout=s.connect_timeout,
-                    keepalive_interval=s.keepalive_interval,
-                    max_output_bytes=s.max_output_bytes,
-                ),
             ),
         )
 
@@ -154,6 +155,15 @@ def build(settings: Settings, *, create_tables: bool = False) -> Services:
         app=app,
         store=store,
         queries=Queries(store),
+        workers=Workers(store),
+        remote=Remote(
+            app,
+            SshLimits(
+                connect_timeout=settings.connect_timeout,
+                keepalive_interval=settings.keepalive_interval,
+                max_output_bytes=settings.max_output_bytes,
+            ),
+        ),
         sealer=Sealer(derive_key(key, "orca/system-credentials")),
         token_key=derive_key(key, "orca/api-tokens"),
         events=events,

@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import limits
+
 
 class ConfigError(ValueError):
     """An ``ORCA_*`` variable has a value Orca cannot use."""
+
+
+def _rate(value: str, name: str) -> str:
+    try:
+        limits.parse(value)
+    except ValueError:
+        raise ConfigError(f"ORCA_{name} must look like 100/minute, not {value!r}") from None
+    return value
+
+
+def _networks(value: str) -> tuple[str, ...]:
+    nets = tuple(v.strip() for v in value.split(",") if v.strip())
+    for net in nets:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"ORCA_TRUSTED_PROXIES: {net!r} is not an IP address or network"
+            ) from None
+    return nets
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +58,12 @@ class Settings:
     connect_timeout: float = 10.0
     keepalive_interval: float = 15.0
     log_level: str = "info"
+    session_max_seconds: float = 12 * 3600
+    rate_limit: str = "100/minute"
+    login_rate_limit: str = "10/minute"
+    rate_limit_storage: str = "memory://"
+    trusted_proxies: tuple[str, ...] = ()
+    health_interval: float = 300.0
 
     @property
     def postgres(self) -> PostgresDsn | None:
@@ -92,6 +121,16 @@ class Settings:
             connect_timeout=number("CONNECT_TIMEOUT", cls.connect_timeout, 0.1, 600),
             keepalive_interval=number("KEEPALIVE_INTERVAL", cls.keepalive_interval, 1, 3600),
             log_level=(text("LOG_LEVEL", cls.log_level) or cls.log_level).lower(),
+            session_max_seconds=number("SESSION_MAX", cls.session_max_seconds, 60, 30 * 86400),
+            rate_limit=_rate(text("RATE_LIMIT", cls.rate_limit) or cls.rate_limit, "RATE_LIMIT"),
+            login_rate_limit=_rate(
+                text("LOGIN_RATE_LIMIT", cls.login_rate_limit) or cls.login_rate_limit,
+                "LOGIN_RATE_LIMIT",
+            ),
+            rate_limit_storage=text("RATE_LIMIT_STORAGE", cls.rate_limit_storage)
+            or cls.rate_limit_storage,
+            trusted_proxies=_networks(text("TRUSTED_PROXIES", "") or ""),
+            health_interval=number("HEALTH_INTERVAL", cls.health_interval, 0, 86400),
         )
         settings.postgres  # noqa: B018 - validate the URL now, not on first use
         return settings

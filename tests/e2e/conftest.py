@@ -15,6 +15,9 @@ from support.fixtures import BACKENDS
 from support.server import ApiClient, OrcaServer
 
 
+UNLIMITED = "1000000/minute"  # the rate limit has its own tests
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def orca(request: pytest.FixtureRequest) -> Iterator[OrcaServer]:
     with tempfile.TemporaryDirectory(prefix="orca-e2e-") as tmp:
@@ -23,6 +26,8 @@ def orca(request: pytest.FixtureRequest) -> Iterator[OrcaServer]:
             admin_password="admin-pw-e2e",
             secret_key=new_master_key(),
             connect_timeout=3.0,
+            rate_limit=UNLIMITED,
+            login_rate_limit=UNLIMITED,
         )
         log = Path(tmp) / "orca.log"
         if request.param == "sqlite":

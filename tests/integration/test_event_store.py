@@ -77,7 +77,7 @@ def test_sealed_credentials_open_again_for_the_executor(services: Services) -> N
     job = new_job(services, system.id)
     (execution_id,) = services.app.repository.get(job.id).execution_ids
     work = start_execution(services.app, services.sealer, execution_id, worker_id="w1")
-    assert work is not None and work.credentials.password == CANARY
+    assert work is not None and work.connection.credentials.password == CANARY
 
 
 def test_system_names_are_unique_without_regard_to_case(services: Services) -> None:

@@ -44,6 +44,8 @@ class OrcaServer:
             "ORCA_SECRET_KEY": s.secret_key or "",
             "ORCA_CONNECT_TIMEOUT": str(s.connect_timeout),
             "ORCA_DATABASE_URL": s.database_url or "",
+            "ORCA_RATE_LIMIT": s.rate_limit,
+            "ORCA_LOGIN_RATE_LIMIT": s.login_rate_limit,
         }
         return env
 

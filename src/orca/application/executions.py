@@ -10,11 +10,24 @@ from uuid import UUID
 from orca.application.app import OrcaApplication
 from orca.application.sealing import Sealer
 from orca.application.systems import Credentials, open_credentials
-from orca.domain.errors import Conflict
+from orca.domain.errors import Conflict, NotFound
 from orca.domain.job import Execution, ExecutionStatus, Job
 from orca.domain.system import System
 
 LEASE_MARGIN = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """How to reach and log in to one system."""
+
+    system_id: UUID
+    system_type: str
+    hostname: str
+    port: int
+    username: str
+    credentials: Credentials
+    host_key: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,15 +36,28 @@ class Work:
 
     execution_id: UUID
     job_id: UUID
-    system_id: UUID
     command: str
     timeout_seconds: int
-    system_type: str
-    hostname: str
-    port: int
-    username: str
-    credentials: Credentials
-    host_key: str | None
+    connection: Connection
+
+
+def _connection(sealer: Sealer, system: System) -> Connection:
+    return Connection(
+        system_id=system.id,
+        system_type=system.system_type,
+        hostname=system.hostname,
+        port=system.port,
+        username=system.username,
+        credentials=open_credentials(sealer, system),
+        host_key=system.host_key,
+    )
+
+
+def connection_of(app: OrcaApplication, sealer: Sealer, system_id: UUID) -> Connection:
+    system = app.get(System, system_id, "system")
+    if system.is_deleted:
+        raise NotFound(f"system {system_id} not found")
+    return _connection(sealer, system)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +94,9 @@ def start_execution(
     return Work(
         execution_id=execution.id,
         job_id=job.id,
-        system_id=system.id,
         command=job.command,
         timeout_seconds=job.timeout_seconds,
-        system_type=system.system_type,
-        hostname=system.hostname,
-        port=system.port,
-        username=system.username,
-        credentials=open_credentials(sealer, system),
-        host_key=system.host_key,
+        connection=_connection(sealer, system),
     )
 
 

@@ -43,6 +43,19 @@ class Job(Aggregate):
         self.created_by = created_by
         self.schedule_at = schedule_at
         self.timeout_seconds = timeout_seconds
+        self.cancelled_by: str | None = None
+
+    class Cancelled(Aggregate.Event):
+        TOPIC = "orca.Job.Cancelled"
+        cancelled_by: str
+
+        def apply(self, aggregate: Job) -> None:
+            aggregate.cancelled_by = self.cancelled_by
+
+    def cancel(self, *, by: str) -> None:
+        if self.cancelled_by is not None:
+            raise Conflict(f"job {self.id} is already cancelled")
+        self.trigger_event(self.Cancelled, cancelled_by=by)
 
     @property
     def execution_ids(self) -> list[UUID]:
@@ -87,11 +100,30 @@ class Execution(Aggregate):
         def apply(self, aggregate: Execution) -> None:
             aggregate.status = self.status  # type: ignore[assignment]
 
+    class Cancelled(Aggregate.Event):
+        """A pending execution will never start."""
+
+        TOPIC = "orca.Execution.Cancelled"
+        reason: str
+
+        def apply(self, aggregate: Execution) -> None:
+            aggregate.status = "cancelled"
+
+    class CancelRequested(Aggregate.Event):
+        """A running execution is to be killed by the worker that runs it."""
+
+        TOPIC = "orca.Execution.CancelRequested"
+        reason: str
+
+        def apply(self, aggregate: Execution) -> None:
+            aggregate.cancel_requested = True
+
     def __init__(self, job_id: UUID, system_id: UUID) -> None:
         self.job_id = job_id
         self.system_id = system_id
         self.status: ExecutionStatus = "pending"
         self.worker_id: str | None = None
+        self.cancel_requested = False
 
     @classmethod
     def create_id(cls, job_id: UUID, system_id: UUID) -> UUID:
@@ -106,6 +138,13 @@ class Execution(Aggregate):
         if self.status != "pending":
             raise Conflict(f"execution {self.id} is {self.status}; only a pending one can start")
         self.trigger_event(self.Started, worker_id=worker_id, lease_until=lease_until)
+
+    def cancel(self, reason: str) -> None:
+        """Pending: cancelled at once. Running: its worker is asked to kill it. Finished: no-op."""
+        if self.status == "pending":
+            self.trigger_event(self.Cancelled, reason=reason)
+        elif self.status == "running" and not self.cancel_requested:
+            self.trigger_event(self.CancelRequested, reason=reason)
 
     def finish(
         self,

@@ -14,31 +14,26 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from orca.application.app import OrcaApplication
-from orca.application.executions import (
-    Outcome,
-    Work,
-    finish_execution,
-    pin_host_key,
-    start_execution,
-)
+from orca.application.executions import Outcome, Work, finish_execution, start_execution
 from orca.application.sealing import Sealer
-from orca.executor.ssh import RunOutcome, SshLimits, SshTarget, run_command
+from orca.executor.remote import Remote
 from orca.projections.beacon import Beacon
 from orca.projections.queries import Queries
 from orca.projections.views import iso
+from orca.projections.workers import HEARTBEAT_SECONDS, Workers
 
 log = logging.getLogger(__name__)
 
 IDLE_RECHECK_SECONDS = 1.0
 FINISH_RETRY_DELAYS = (0.2, 1.0, 3.0, 10.0, 30.0)
 STOPPED_MESSAGE = "Orca stopped while the command was running; the command was killed"
+CANCELLED_MESSAGE = "cancelled while running; the command was killed"
 
 
 @dataclass(frozen=True, slots=True)
 class ExecutorSettings:
     worker_id: str
     max_concurrency: int
-    ssh: SshLimits
 
 
 class Executor:
@@ -48,14 +43,19 @@ class Executor:
         app: OrcaApplication,
         sealer: Sealer,
         queries: Queries,
+        workers: Workers,
+        remote: Remote,
         views: Beacon,
         settings: ExecutorSettings,
     ) -> None:
         self._app = app
         self._sealer = sealer
         self._queries = queries
+        self._workers = workers
+        self._cancelling: set[str] = set()
         self._views = views
         self._settings = settings
+        self._remote = remote
         self._running: dict[str, asyncio.Task[None]] = {}
 
     @property
@@ -70,14 +70,48 @@ class Executor:
             loop.call_soon_threadsafe(wake.set)
 
         undo = self._views.on_advance(on_advance)
+        last_beat = 0.0
         try:
             while not stop.is_set():
                 wake.clear()
+                if loop.time() - last_beat >= HEARTBEAT_SECONDS:
+                    last_beat = loop.time()
+                    await self._beat()
+                await self._honour_cancels()
                 next_at = await self._dispatch()
                 await self._sleep(stop, wake, next_at)
         finally:
             undo()
             await self._stop_running()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._workers.leave, self._settings.worker_id)
+
+    async def _beat(self) -> None:
+        try:
+            await asyncio.to_thread(
+                self._workers.beat,
+                self._settings.worker_id,
+                self._settings.max_concurrency,
+                len(self._running),
+            )
+        except Exception:
+            log.warning("worker heartbeat failed", exc_info=True)
+
+    async def _honour_cancels(self) -> None:
+        if not self._running:
+            return
+        try:
+            wanted = await asyncio.to_thread(
+                self._queries.cancel_requests, self._settings.worker_id
+            )
+        except Exception:
+            log.warning("could not read cancel requests", exc_info=True)
+            return
+        for execution_id in wanted:
+            task = self._running.get(execution_id)
+            if task is not None and execution_id not in self._cancelling:
+                self._cancelling.add(execution_id)
+                task.cancel(msg="cancel requested")
 
     async def _dispatch(self) -> datetime | None:
         """Claim what is due and free slots allow; return when the next schedule is due."""
@@ -127,10 +161,22 @@ class Executor:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _execute(self, work: Work) -> None:
-        log.info("execution %s started on %s:%s", work.execution_id, work.hostname, work.port)
+        log.info(
+            "execution %s started on %s:%s",
+            work.execution_id,
+            work.connection.hostname,
+            work.connection.port,
+        )
+        key = str(work.execution_id)
         try:
             outcome = await self._run_remote(work)
         except asyncio.CancelledError:
+            if key in self._cancelling:
+                # A requested cancel: the remote command is dead; record it and carry on.
+                self._cancelling.discard(key)
+                outcome = Outcome(status="cancelled", error_message=CANCELLED_MESSAGE)
+                await self._record(work, outcome)
+                return
             await asyncio.shield(
                 self._record(work, Outcome(status="failed", error_message=STOPPED_MESSAGE))
             )
@@ -138,26 +184,16 @@ class Executor:
         await self._record(work, outcome)
 
     async def _run_remote(self, work: Work) -> Outcome:
-        if work.system_type != "linux":
-            return Outcome(
-                status="failed",
-                error_message=f"{work.system_type} systems cannot run commands in this version",
-            )
-        target = SshTarget(
-            host=work.hostname,
-            port=work.port,
-            username=work.username,
-            password=work.credentials.password,
-            private_key=work.credentials.private_key,
-            passphrase=work.credentials.passphrase,
-            host_key=work.host_key,
+        result = await self._remote.run(work.connection, work.command, timeout=work.timeout_seconds)
+        return Outcome(
+            status=result.status,
+            exit_code=result.exit_code,
+            stdout=result.stdout,
+            stderr=result.stderr,
+            stdout_truncated=result.stdout_truncated,
+            stderr_truncated=result.stderr_truncated,
+            error_message=result.error_message,
         )
-        result = await run_command(
-            target, work.command, timeout=work.timeout_seconds, limits=self._settings.ssh
-        )
-        if work.host_key is None and result.host_key is not None:
-            await asyncio.to_thread(pin_host_key, self._app, work.system_id, result.host_key)
-        return _outcome(result, work.system_id)
 
     async def _record(self, work: Work, outcome: Outcome) -> None:
         """Finishing must not be lost to a passing database error: retry with backoff."""
@@ -180,18 +216,3 @@ class Executor:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _outcome(result: RunOutcome, system_id: UUID) -> Outcome:
-    message = result.error_message
-    if message is not None:
-        message = message.replace("<id>", str(system_id))
-    return Outcome(
-        status=result.status,
-        exit_code=result.exit_code,
-        stdout=result.stdout,
-        stderr=result.stderr,
-        stdout_truncated=result.stdout_truncated,
-        stderr_truncated=result.stderr_truncated,
-        error_message=message,
-    )

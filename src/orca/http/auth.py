@@ -1,21 +1,33 @@
-"""API tokens (JWT, HS256, algorithm pinned) and the permissions of each role."""
+"""API tokens (JWT, HS256, algorithm pinned), sessions, and the permissions of each role.
+
+An access token lives 30 minutes; a refresh token lives as long as its session
+(``ORCA_SESSION_MAX``) and is replaced on every use. Every request also checks that the
+token's session is still good: not logged out, user not disabled, password and role unchanged.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Literal
 
 import jwt
+import msgspec
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from orca.application.users import Principal
+from orca.application.users import Login, Principal
 from orca.http.errors import Forbidden, Unauthorized
+from orca.projections.beacon import Beacon
+from orca.projections.queries import Queries, SessionState
 
 ACCESS_TTL_SECONDS = 1800
 _ALGORITHM = "HS256"
+_CACHE_LIMIT = 10_000
+
+AUTHENTICATED = "authenticated"  # any valid session, whatever its role
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset(
@@ -26,42 +38,125 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 
+class Claims(msgspec.Struct, frozen=True):
+    sub: str
+    role: str
+    type: Literal["access", "refresh"]
+    sid: str
+    cv: int
+    exp: int
+    sexp: int  # when the session ends: no token of it lives longer
+    rid: str | None = None
+
+
+class TokenResponse(msgspec.Struct, omit_defaults=True):
+    """An access token, and with a login or refresh, the refresh token that continues it."""
+
+    access_token: str
+    token_type: str
+    expires_in: int
+    refresh_token: str | None = None
+    refresh_expires_in: int | None = None
+
+
 class Tokens:
     def __init__(self, key: bytes, access_ttl: int = ACCESS_TTL_SECONDS) -> None:
         self._key = key
         self.access_ttl = access_ttl
 
-    def issue_access(self, principal: Principal) -> str:
+    def _encode(self, claims: dict[str, object]) -> str:
         now = int(time.time())
-        claims = {
-            "sub": principal.username,
-            "role": principal.role,
-            "type": "access",
-            "iat": now,
-            "exp": now + self.access_ttl,
-            "jti": uuid.uuid4().hex,
-        }
-        return jwt.encode(claims, self._key, algorithm=_ALGORITHM)
+        return jwt.encode(
+            {**claims, "iat": now, "jti": uuid.uuid4().hex}, self._key, algorithm=_ALGORITHM
+        )
 
-    def verify_access(self, token: str) -> Principal:
+    def access(self, principal: Principal, session_expires: int) -> TokenResponse:
+        """An access token that never outlives its session."""
+        now = int(time.time())
+        exp = min(now + self.access_ttl, session_expires)
+        token = self._encode(
+            {
+                "sub": principal.username,
+                "role": principal.role,
+                "type": "access",
+                "sid": str(principal.session_id),
+                "cv": principal.credentials_version,
+                "exp": exp,
+                "sexp": session_expires,
+            }
+        )
+        return TokenResponse(access_token=token, token_type="bearer", expires_in=exp - now)
+
+    def pair(self, login: Login) -> TokenResponse:
+        expires = int(login.expires_at.timestamp())
+        access = self.access(login.principal, expires)
+        refresh = self._encode(
+            {
+                "sub": login.principal.username,
+                "role": login.principal.role,
+                "type": "refresh",
+                "sid": str(login.principal.session_id),
+                "cv": login.principal.credentials_version,
+                "rid": login.refresh_id,
+                "exp": expires,
+                "sexp": expires,
+            }
+        )
+        return TokenResponse(
+            access_token=access.access_token,
+            token_type="bearer",
+            expires_in=access.expires_in,
+            refresh_token=refresh,
+            refresh_expires_in=max(0, expires - int(time.time())),
+        )
+
+    def verify(self, token: str) -> Claims:
         try:
-            claims: dict[str, Any] = jwt.decode(
+            raw = jwt.decode(
                 token,
                 self._key,
                 algorithms=[_ALGORITHM],
                 options={"require": ["exp", "iat", "sub", "jti"]},
             )
+            claims = msgspec.convert(raw, Claims)
         except jwt.ExpiredSignatureError:
-            raise Unauthorized("token expired; get a new one from POST /api/auth/token") from None
-        except jwt.InvalidTokenError:
+            raise Unauthorized("token expired; log in again with POST /api/auth/token") from None
+        except (jwt.InvalidTokenError, msgspec.ValidationError):
             raise Unauthorized("invalid token") from None
-        role = claims.get("role")
-        if claims.get("type") != "access" or role not in ROLE_PERMISSIONS:
+        if claims.role not in ROLE_PERMISSIONS:
             raise Unauthorized("invalid token")
-        return Principal(username=str(claims["sub"]), role=str(role))
+        return claims
 
 
-Endpoint = Callable[[Request, Principal], Awaitable[Response]]
+def principal_of(claims: Claims, role: str | None = None) -> Principal:
+    return Principal(
+        username=claims.sub,
+        role=role or claims.role,
+        session_id=uuid.UUID(claims.sid),
+        credentials_version=claims.cv,
+    )
+
+
+class Sessions:
+    """Answers "is this session still good?" from the read models, remembering the answers
+    until the read models move on (then anything may have changed)."""
+
+    def __init__(self, queries: Queries, views: Beacon) -> None:
+        self._queries = queries
+        self._views = views
+        self._position = -1
+        self._known: dict[tuple[str, int], SessionState] = {}
+
+    async def check(self, claims: Claims) -> SessionState:
+        if self._views.position != self._position or len(self._known) > _CACHE_LIMIT:
+            self._known = {}
+            self._position = self._views.position
+        key = (claims.sid, claims.cv)
+        state = self._known.get(key)
+        if state is None:
+            state = await run_in_threadpool(self._queries.session, claims.sid, claims.cv)
+            self._known[key] = state
+        return state
 
 
 def bearer_token(request: Request) -> str:
@@ -71,16 +166,29 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
+async def authenticate(request: Request, *, allow: str = "access") -> tuple[Claims, Principal]:
+    tokens: Tokens = request.app.state.tokens
+    claims = tokens.verify(bearer_token(request))
+    if claims.type != allow:
+        raise Unauthorized(f"a {claims.type} token cannot be used here")
+    sessions: Sessions = request.app.state.sessions
+    state = await sessions.check(claims)
+    if not state.valid:
+        raise Unauthorized("session ended (logged out, password or role changed, or disabled)")
+    return claims, principal_of(claims, state.role)
+
+
+Endpoint = Callable[[Request, Principal], Awaitable[Response]]
+
+
 def secured(permission: str, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
     """Wrap an endpoint so it runs only for a valid token whose role grants ``permission``."""
 
     async def guarded(request: Request) -> Response:
-        tokens: Tokens = request.app.state.tokens
-        principal = tokens.verify_access(bearer_token(request))
-        if permission not in ROLE_PERMISSIONS[principal.role]:
+        _, principal = await authenticate(request)
+        if permission != AUTHENTICATED and permission not in ROLE_PERMISSIONS[principal.role]:
             raise Forbidden(f"role {principal.role!r} lacks the {permission!r} permission")
         return await endpoint(request, principal)
 
     guarded.__name__ = endpoint.__name__
-    guarded.permission = permission  # type: ignore[attr-defined]
     return guarded

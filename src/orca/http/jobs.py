@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from uuid import UUID
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from orca.application.jobs import CreateJob, create_job
+from orca.application.jobs import CreateJob, cancel_job, create_job
 from orca.application.users import Principal
 from orca.http.common import choice_param, found, json, page, path_id, services, settle, text_param
 from orca.http.errors import FieldError, ValidationFailed
-from orca.http.schemas import JobCreate, JobList, decode
+from orca.http.schemas import IdempotencyKey, JobCreate, JobList, Message, decode
 
 _job_create = msgspec.json.Decoder(JobCreate)
 JOB_STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
@@ -35,6 +36,20 @@ def _schedule(at: datetime | None) -> datetime | None:
     return at.astimezone(UTC)
 
 
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    try:
+        return msgspec.convert(key, IdempotencyKey)
+    except msgspec.ValidationError:
+        message = "must be 1 to 255 printable characters"
+        raise ValidationFailed(
+            f"invalid Idempotency-Key header: {message}",
+            [FieldError(field="Idempotency-Key", message=message)],
+        ) from None
+
+
 async def create(request: Request, principal: Principal) -> Response:
     body = decode(await request.body(), _job_create)
     command = CreateJob(
@@ -43,6 +58,7 @@ async def create(request: Request, principal: Principal) -> Response:
         system_ids=body.system_ids,
         schedule_at=_schedule(body.schedule_at),
         timeout_seconds=body.timeout_seconds,
+        idempotency_key=_idempotency_key(request),
     )
     s = services(request)
     saved = await run_in_threadpool(create_job, s.app, command, by=principal.username)
@@ -67,3 +83,11 @@ async def get_job(request: Request, principal: Principal) -> Response:
     job_id = path_id(request, "job_id")
     view = await run_in_threadpool(services(request).queries.get_job, job_id)
     return json(found(view, "job", job_id))
+
+
+async def cancel(request: Request, principal: Principal) -> Response:
+    job_id = path_id(request, "job_id")
+    s = services(request)
+    position = await run_in_threadpool(cancel_job, s.app, UUID(job_id), by=principal.username)
+    await settle(request, position)
+    return json(Message(message="Job cancelled successfully"))

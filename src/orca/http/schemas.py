@@ -10,7 +10,14 @@ import msgspec
 from msgspec import Meta
 
 from orca.http.errors import BadRequest, PayloadTooLarge, validation_error
-from orca.projections.queries import JobView, SystemView
+from orca.projections.queries import (
+    ExecutionCounts,
+    JobCounts,
+    JobView,
+    SystemCounts,
+    SystemView,
+    UserView,
+)
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -41,10 +48,40 @@ class TokenRequest(msgspec.Struct, forbid_unknown_fields=True):
     password: Annotated[str, Meta(min_length=1, max_length=1024)]
 
 
-class TokenResponse(msgspec.Struct):
-    access_token: str
-    token_type: str
-    expires_in: int
+class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
+    refresh_token: Annotated[str, Meta(min_length=1, max_length=4096)]
+
+
+class Me(msgspec.Struct):
+    username: str
+    roles: list[str]
+    permissions: list[str]
+
+
+class Message(msgspec.Struct):
+    message: str
+
+
+Role = Literal["admin", "operator", "viewer"]
+UserName = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")]
+Password = Annotated[str, Meta(min_length=8, max_length=1024, pattern=_NO_NUL)]
+
+
+class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
+    username: UserName
+    password: Password
+    role: Role = "viewer"
+
+
+class UserUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    role: Role | None = None
+    is_active: bool | None = None
+    password: Password | None = None
+
+
+class UserList(msgspec.Struct):
+    users: list[UserView]
+    total: int
 
 
 class SystemCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -58,6 +95,33 @@ class SystemCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     private_key_passphrase: Secret | None = None
     description: Description = ""
     host_key: PublicKey | None = None
+
+
+class SystemUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Every field is optional; credentials are write-only."""
+
+    name: Name | None = None
+    hostname: Hostname | None = None
+    port: Port | None = None
+    username: Username | None = None
+    password: Secret | None = None
+    private_key: Secret | None = None
+    private_key_passphrase: Secret | None = None
+    description: Description | None = None
+    is_active: bool | None = None
+
+
+class SystemInfo(msgspec.Struct):
+    whoami_output: str
+    hostname: str
+    os_info: str
+
+
+class ConnectionTest(msgspec.Struct):
+    success: bool
+    response_time_ms: float | None
+    system_info: SystemInfo | None = None
+    error: str | None = None
 
 
 class SystemList(msgspec.Struct):
@@ -75,6 +139,9 @@ class JobCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     timeout_seconds: TimeoutSeconds = 3600
 
 
+IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
+
+
 class JobList(msgspec.Struct):
     jobs: list[JobView]
     total: int
@@ -86,6 +153,47 @@ class Health(msgspec.Struct):
     status: str
     service: str
     version: str
+
+
+class DatabaseHealth(msgspec.Struct):
+    status: str
+    response_time_ms: float | None
+    active_connections: int | None
+    backend: str
+    error: str | None = None
+
+
+class Components(msgspec.Struct):
+    database: str
+    execution_engine: str
+
+
+class HealthDetailed(msgspec.Struct):
+    status: str
+    service: str
+    version: str
+    database: DatabaseHealth
+    components: Components
+
+
+class DashboardUser(msgspec.Struct):
+    authenticated: bool
+    username: str
+
+
+class Engine(msgspec.Struct):
+    status: str
+    running_jobs: int
+    available_slots: int
+    workers: int
+
+
+class Dashboard(msgspec.Struct):
+    user: DashboardUser
+    systems: SystemCounts
+    jobs: JobCounts
+    executions: ExecutionCounts
+    engine: Engine
 
 
 T = TypeVar("T")

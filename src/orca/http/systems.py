@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from orca.application.systems import Credentials, RegisterSystem, register_system
+from orca.application.systems import (
+    Credentials,
+    RegisterSystem,
+    UpdateSystem,
+    delete_system,
+    register_system,
+    update_system,
+)
 from orca.application.users import Principal
+from orca.executor.probe import test_connection
 from orca.http.common import (
     bool_param,
     choice_param,
@@ -20,9 +30,18 @@ from orca.http.common import (
     settle,
 )
 from orca.http.errors import FieldError, ValidationFailed
-from orca.http.schemas import SystemCreate, SystemList, decode
+from orca.http.schemas import (
+    ConnectionTest,
+    Message,
+    SystemCreate,
+    SystemInfo,
+    SystemList,
+    SystemUpdate,
+    decode,
+)
 
 _system_create = msgspec.json.Decoder(SystemCreate)
+_system_update = msgspec.json.Decoder(SystemUpdate)
 DEFAULT_PORTS = {"linux": 22, "windows": 5985}
 SYSTEM_TYPES = frozenset(DEFAULT_PORTS)
 
@@ -77,3 +96,65 @@ async def get_system(request: Request, principal: Principal) -> Response:
     system_id = path_id(request, "system_id")
     view = await run_in_threadpool(services(request).queries.get_system, system_id)
     return json(found(view, "system", system_id))
+
+
+async def update(request: Request, principal: Principal) -> Response:
+    system_id = path_id(request, "system_id")
+    body = decode(await request.body(), _system_update)
+    s = services(request)
+    saved = await run_in_threadpool(
+        update_system,
+        s.app,
+        s.sealer,
+        UUID(system_id),
+        UpdateSystem(
+            name=body.name,
+            hostname=body.hostname,
+            port=body.port,
+            username=body.username,
+            description=body.description,
+            is_active=body.is_active,
+            password=body.password,
+            private_key=body.private_key,
+            passphrase=body.private_key_passphrase,
+        ),
+        by=principal.username,
+    )
+    await settle(request, saved.position)
+    view = await run_in_threadpool(s.queries.get_system, system_id)
+    return json(found(view, "system", system_id))
+
+
+async def delete(request: Request, principal: Principal) -> Response:
+    system_id = path_id(request, "system_id")
+    s = services(request)
+    unfinished = await run_in_threadpool(s.queries.unfinished_executions_of, system_id)
+    position = await run_in_threadpool(
+        delete_system,
+        s.app,
+        UUID(system_id),
+        [UUID(e) for e in unfinished],
+        by=principal.username,
+    )
+    await settle(request, position)
+    return json(Message(message="System deleted successfully"))
+
+
+async def test(request: Request, principal: Principal) -> Response:
+    system_id = path_id(request, "system_id")
+    s = services(request)
+    result = await test_connection(s.remote, s.sealer, UUID(system_id))
+    await settle(request, result.position)
+    info = (
+        SystemInfo(whoami_output=result.whoami, hostname=result.hostname, os_info=result.os_info)
+        if result.success
+        else None
+    )
+    return json(
+        ConnectionTest(
+            success=result.success,
+            response_time_ms=result.response_time_ms,
+            system_info=info,
+            error=result.error,
+        )
+    )

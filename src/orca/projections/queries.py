@@ -54,6 +54,56 @@ class JobView(msgspec.Struct, kw_only=True):
     executions: list[ExecutionView]
 
 
+class UserView(msgspec.Struct, kw_only=True):
+    id: str
+    username: str
+    role: str
+    is_active: bool
+    created_at: str
+    updated_at: str
+
+
+class SessionState(msgspec.Struct, frozen=True):
+    """What every authenticated request checks: is this login still good?"""
+
+    valid: bool
+    role: str
+
+
+class SystemCounts(msgspec.Struct):
+    total: int
+    active: int
+    healthy: int
+    linux: int
+    windows: int
+
+
+class JobCounts(msgspec.Struct):
+    total: int
+    pending: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+
+
+class ExecutionCounts(msgspec.Struct):
+    total: int
+    pending: int
+    running: int
+    completed: int
+    failed: int
+    timeout: int
+    cancelled: int
+    average_duration: float | None
+
+
+class Counts(msgspec.Struct):
+    systems: SystemCounts
+    jobs: JobCounts
+    executions: ExecutionCounts
+
+
 _SYSTEM_COLUMNS = (
     "id, name, hostname, port, system_type, username, description, is_active, health_status,"
     " created_at, updated_at, last_health_check"
@@ -197,6 +247,88 @@ class Queries:
             )
             row = cur.fetchone()
         return due, row["next"] if row is not None else None
+
+    def unfinished_executions_of(self, system_id: str) -> list[str]:
+        with self._store.read() as cur:
+            cur.execute(
+                "SELECT id FROM executions"
+                " WHERE system_id = ? AND status IN ('pending', 'running')",
+                (system_id,),
+            )
+            return [r["id"] for r in cur.fetchall()]
+
+    def cancel_requests(self, worker_id: str) -> list[str]:
+        """Running executions of this worker that someone asked to cancel."""
+        with self._store.read() as cur:
+            cur.execute(
+                "SELECT id FROM executions WHERE status = 'running' AND worker_id = ?"
+                " AND cancel_requested = ?",
+                (worker_id, True),
+            )
+            return [r["id"] for r in cur.fetchall()]
+
+    def counts(self) -> Counts:
+        with self._store.read() as cur:
+            cur.execute("SELECT name, value FROM counters")
+            c = {r["name"]: r["value"] for r in cur.fetchall()}
+
+        def ints(prefix: str, names: tuple[str, ...]) -> dict[str, int]:
+            return {n: int(c.get(f"{prefix}.{n}", 0)) for n in names}
+
+        durations = int(c.get("executions.duration_count", 0))
+        return Counts(
+            systems=SystemCounts(
+                **ints("systems", ("total", "active", "healthy", "linux", "windows"))
+            ),
+            jobs=JobCounts(
+                **ints("jobs", ("total", "pending", "running", "completed", "failed", "cancelled"))
+            ),
+            executions=ExecutionCounts(
+                **ints(
+                    "executions",
+                    ("total", "pending", "running", "completed", "failed", "timeout", "cancelled"),
+                ),
+                average_duration=(
+                    round(c["executions.duration_sum"] / durations, 3) if durations else None
+                ),
+            ),
+        )
+
+    def session(self, session_id: str, credentials_version: int) -> SessionState:
+        with self._store.read() as cur:
+            cur.execute(
+                "SELECT s.revoked, s.expires_at, s.credentials_version, u.credentials_version AS"
+                " user_version, u.is_active, u.role FROM sessions s JOIN users u"
+                " ON u.id = s.user_id WHERE s.id = ?",
+                (session_id,),
+            )
+            row = cur.fetchone()
+        if row is None:
+            return SessionState(valid=False, role="")
+        valid = (
+            not row["revoked"]
+            and bool(row["is_active"])
+            and row["credentials_version"] == row["user_version"] == credentials_version
+        )
+        return SessionState(valid=valid, role=row["role"])
+
+    def list_users(self) -> list[UserView]:
+        with self._store.read() as cur:
+            cur.execute(
+                "SELECT id, username, role, is_active, created_at, updated_at FROM users"
+                " ORDER BY seq"
+            )
+            return [
+                UserView(
+                    id=r["id"],
+                    username=r["username"],
+                    role=r["role"],
+                    is_active=bool(r["is_active"]),
+                    created_at=r["created_at"],
+                    updated_at=r["updated_at"],
+                )
+                for r in cur.fetchall()
+            ]
 
 
 def _count(cur: Cursor) -> int:

@@ -58,8 +58,63 @@ TABLES = (
         stdout_truncated BOOLEAN NOT NULL DEFAULT FALSE,
         stderr_truncated BOOLEAN NOT NULL DEFAULT FALSE,
         error_message TEXT NULL,
-        duration_seconds DOUBLE PRECISION NULL
+        duration_seconds DOUBLE PRECISION NULL,
+        cancel_requested BOOLEAN NOT NULL DEFAULT FALSE
     )""",
     "CREATE INDEX IF NOT EXISTS executions_job ON executions (job_id, seq)",
     "CREATE INDEX IF NOT EXISTS executions_queue ON executions (status, scheduled_at)",
+    "CREATE INDEX IF NOT EXISTS executions_system ON executions (system_id)",
+    """CREATE TABLE IF NOT EXISTS users (
+        id TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        username TEXT NOT NULL,
+        role TEXT NOT NULL,
+        is_active BOOLEAN NOT NULL,
+        credentials_version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS sessions (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        credentials_version INTEGER NOT NULL,
+        expires_at TEXT NOT NULL,
+        revoked BOOLEAN NOT NULL DEFAULT FALSE
+    )""",
+    # Operational state, not history: each worker's heartbeat and load.
+    """CREATE TABLE IF NOT EXISTS workers (
+        id TEXT PRIMARY KEY,
+        capacity INTEGER NOT NULL,
+        running INTEGER NOT NULL,
+        heartbeat_at TEXT NOT NULL
+    )""",
+    # Dashboard figures, maintained as events arrive: reading them is O(1) however many jobs.
+    """CREATE TABLE IF NOT EXISTS counters (
+        name TEXT PRIMARY KEY,
+        value DOUBLE PRECISION NOT NULL
+    )""",
+    *(
+        f"INSERT INTO counters (name, value) VALUES ('{name}', 0) ON CONFLICT (name) DO NOTHING"
+        for name in (
+            *(f"systems.{k}" for k in ("total", "active", "healthy", "linux", "windows")),
+            *(
+                f"jobs.{k}"
+                for k in ("total", "pending", "running", "completed", "failed", "cancelled")
+            ),
+            *(
+                f"executions.{k}"
+                for k in (
+                    "total",
+                    "pending",
+                    "running",
+                    "completed",
+                    "failed",
+                    "timeout",
+                    "cancelled",
+                    "duration_sum",
+                    "duration_count",
+                )
+            ),
+        )
+    ),
 )

@@ -38,6 +38,8 @@ class ReadStore(Protocol):
     def create_table(self) -> None: ...
     def max_tracking_id(self, application_name: str) -> int | None: ...
     def write(self, tracking: Tracking) -> AbstractContextManager[Cursor]: ...
+    def direct(self) -> AbstractContextManager[Cursor]: ...
+    def active_connections(self) -> int: ...
     def read(self) -> AbstractContextManager[Cursor]: ...
 
 
@@ -63,6 +65,12 @@ class _Views:
             self._track(raw, tracking)
 
     @contextmanager
+    def direct(self) -> Iterator[Cursor]:
+        """A write outside the event log (operational state such as worker heartbeats)."""
+        with self._cursor(commit=True) as raw:
+            yield self._wrap(raw)
+
+    @contextmanager
     def read(self) -> Iterator[Cursor]:
         with self._cursor(commit=False) as raw:
             yield self._wrap(raw)
@@ -70,6 +78,14 @@ class _Views:
 
 class SQLiteReadStore(_Views, SQLiteTrackingRecorder):
     application_name = "orca"
+
+    def active_connections(self) -> int:
+        """Open connections of this process's pool (SQLite is embedded)."""
+        with self.read() as cur:
+            cur.execute("SELECT 1 AS ok")
+            cur.fetchone()
+        pool = self.datastore.pool
+        return pool.num_in_use + pool.num_in_pool
 
     def construct_create_table_statements(self) -> list[str]:
         return super().construct_create_table_statements() + self._view_statements()
@@ -108,6 +124,15 @@ class _PostgresCursor:
 
 class PostgresReadStore(_Views, PostgresTrackingRecorder):
     application_name = "orca"
+
+    def active_connections(self) -> int:
+        """Connections to this database, from every Orca process."""
+        with self.read() as cur:
+            cur.execute(
+                "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+            )
+            row = cur.fetchone()
+        return int(row["n"]) if row else 0
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, tracking_table_name="orca_tracking", **kwargs)

@@ -1,0 +1,56 @@
+"""The connection test: can Orca log in to a system, and what does it say it is?"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from uuid import UUID
+
+from orca.application.executions import connection_of
+from orca.application.sealing import Sealer
+from orca.application.systems import record_health
+from orca.executor.remote import Remote
+
+PROBE_TIMEOUT_SECONDS = 30
+LINUX_PROBE = "whoami && hostname && uname -a"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    success: bool
+    response_time_ms: float
+    whoami: str = ""
+    hostname: str = ""
+    os_info: str = ""
+    error: str | None = None
+    position: int = 0
+
+
+async def test_connection(remote: Remote, sealer: Sealer, system_id: UUID) -> ProbeResult:
+    """Run the probe commands, record ``System.HealthChecked`` and return what was seen."""
+    connection = await asyncio.to_thread(connection_of, remote.app, sealer, system_id)
+    started = time.perf_counter()
+    outcome = await remote.run(connection, LINUX_PROBE, timeout=PROBE_TIMEOUT_SECONDS)
+    elapsed = round((time.perf_counter() - started) * 1000, 1)
+    lines = [*outcome.stdout.splitlines(), "", "", ""]
+    error = outcome.error_message
+    if error is None and outcome.status != "completed":
+        error = f"probe exited with code {outcome.exit_code}: {outcome.stderr.strip()[:500]}"
+    position = await asyncio.to_thread(
+        record_health,
+        remote.app,
+        system_id,
+        healthy=outcome.status == "completed",
+        response_time_ms=elapsed,
+        error=error,
+    )
+    return ProbeResult(
+        success=outcome.status == "completed",
+        response_time_ms=elapsed,
+        whoami=lines[0],
+        hostname=lines[1],
+        os_info=lines[2],
+        error=error,
+        position=position,
+    )

@@ -1,0 +1,46 @@
+"""One way to run a command on any system: the protocol follows the system's type."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+
+from orca.application.app import OrcaApplication
+from orca.application.executions import Connection, pin_host_key
+from orca.executor.ssh import RunOutcome, SshLimits, SshTarget, run_command
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    app: OrcaApplication
+    ssh: SshLimits
+
+    async def run(self, c: Connection, command: str, *, timeout: float) -> RunOutcome:
+        """Run ``command``; pin the host key seen on first use; say which system in errors."""
+        if c.system_type != "linux":
+            return RunOutcome(
+                status="failed",
+                exit_code=None,
+                stdout="",
+                stderr="",
+                stdout_truncated=False,
+                stderr_truncated=False,
+                error_message=f"{c.system_type} systems cannot run commands in this version",
+                host_key=None,
+            )
+        target = SshTarget(
+            host=c.hostname,
+            port=c.port,
+            username=c.username,
+            password=c.credentials.password,
+            private_key=c.credentials.private_key,
+            passphrase=c.credentials.passphrase,
+            host_key=c.host_key,
+        )
+        outcome = await run_command(target, command, timeout=timeout, limits=self.ssh)
+        if c.host_key is None and outcome.host_key is not None:
+            await asyncio.to_thread(pin_host_key, self.app, c.system_id, outcome.host_key)
+        if outcome.error_message and "<id>" in outcome.error_message:
+            message = outcome.error_message.replace("<id>", str(c.system_id))
+            outcome = replace(outcome, error_message=message)
+        return outcome

@@ -1,0 +1,100 @@
+"""Requests per client IP on /api (moving window, the ``limits`` library).
+
+Every /api response says where the client stands (``X-RateLimit-*``); a 429 says when to
+come back (``Retry-After``). Logins have their own, stricter limit. The client is the socket
+peer, unless that peer is a trusted proxy: only then is ``X-Forwarded-For`` believed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+
+from limits import RateLimitItem, parse
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from orca.http.errors import error_response
+
+LOGIN_PATH = "/api/auth/token"
+
+
+class RateLimit:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: str,
+        login_limit: str,
+        storage: str,
+        trusted_proxies: tuple[str, ...] = (),
+    ) -> None:
+        self.app = app
+        self._limit = parse(limit)
+        self._login_limit = parse(login_limit)
+        self._limiter = MovingWindowRateLimiter(storage_from_string(_async_uri(storage)))
+        self._trusted = [ipaddress.ip_network(n, strict=False) for n in trusted_proxies]
+
+    def client_ip(self, scope: Scope) -> str:
+        peer = (scope.get("client") or ("unknown", 0))[0]
+        if not self._is_trusted(peer):
+            return str(peer)
+        forwarded = ""
+        for name, value in scope["headers"]:
+            if name == b"x-forwarded-for":
+                forwarded = value.decode("latin-1")
+        # Walk from the nearest hop outwards; the first untrusted address is the client.
+        for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+            if not self._is_trusted(hop):
+                return hop
+        return str(peer)
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._trusted)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api"):
+            await self.app(scope, receive, send)
+            return
+        client = self.client_ip(scope)
+        item: RateLimitItem = self._limit
+        if scope["path"] == LOGIN_PATH and scope["method"] == "POST":
+            item = self._login_limit
+        allowed = await self._limiter.hit(item, client)
+        reset, remaining = await self._limiter.get_window_stats(item, client)
+        headers = [
+            (b"x-ratelimit-limit", str(item.amount).encode()),
+            (b"x-ratelimit-remaining", str(max(0, remaining)).encode()),
+            (b"x-ratelimit-reset", str(math.ceil(reset)).encode()),
+        ]
+        if not allowed:
+            retry_after = max(1, math.ceil(reset - time.time()))
+            response = error_response(
+                None,
+                429,
+                f"rate limit of {item.amount} per {item.get_expiry()} s exceeded;"
+                f" retry in {retry_after} s",
+                "RateLimitExceeded",
+                [],
+            )
+            response.headers["retry-after"] = str(retry_after)
+            response.raw_headers.extend(headers)
+            await response(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _async_uri(storage: str) -> str:
+    return storage if storage.startswith("async+") else f"async+{storage}"
