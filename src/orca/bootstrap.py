@@ -18,6 +18,7 @@ from orca.config import ConfigError, Settings
 from orca.executor.remote import Remote
 from orca.executor.runner import Executor, ExecutorSettings
 from orca.executor.ssh import SshLimits
+from orca.executor.winrm import WinrmLimits
 from orca.projections.beacon import Beacon
 from orca.projections.listener import PostgresListener
 from orca.projections.projector import Projector
@@ -161,6 +162,10 @@ def build(settings: Settings, *, create_tables: bool = False) -> Services:
             SshLimits(
                 connect_timeout=settings.connect_timeout,
                 keepalive_interval=settings.keepalive_interval,
+                max_output_bytes=settings.max_output_bytes,
+            ),
+            WinrmLimits(
+                connect_timeout=settings.connect_timeout,
                 max_output_bytes=settings.max_output_bytes,
             ),
         ),

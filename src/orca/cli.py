@@ -1,9 +1,10 @@
-"""orca serve | api | worker | projector | migrate"""
+"""orca serve | api | worker | projector | migrate | users"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import signal
 import sys
@@ -12,9 +13,13 @@ from collections.abc import Sequence
 import uvicorn
 
 from orca import __version__
+from orca.application import users
 from orca.bootstrap import Services, build, migrate
 from orca.config import ConfigError, Settings
+from orca.domain.errors import DomainError, Invalid
+from orca.domain.user import ROLES
 from orca.http.app import create_app
+from orca.projections.projector import Projector
 
 log = logging.getLogger("orca")
 
@@ -71,6 +76,62 @@ def _run(settings: Settings, *, api: bool, executor: bool, projector: bool) -> N
         services.close()
 
 
+def _users_parser(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="list users, their roles and whether they are active")
+    add = actions.add_parser("add", help="add a user (the password is asked for)")
+    add.add_argument("username")
+    add.add_argument("--role", choices=ROLES, default="viewer")
+    role = actions.add_parser("set-role", help="change a user's role (ends their sessions)")
+    role.add_argument("username")
+    role.add_argument("role", choices=ROLES)
+    for name, text in (("disable", "stop a user (ends their sessions)"), ("enable", "let back in")):
+        actions.add_parser(name, help=text).add_argument("username")
+    passwd = actions.add_parser("passwd", help="set a user's password (ends their sessions)")
+    passwd.add_argument("username")
+    for sub in (add, passwd):
+        sub.add_argument(
+            "--password-stdin", action="store_true", help="read the password from standard input"
+        )
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise Invalid("password", "the two passwords differ")
+    return first
+
+
+def _users(settings: Settings, args: argparse.Namespace) -> int:
+    _print_admin_password(migrate(settings))
+    services = build(settings)
+    by = f"cli:{getpass.getuser()}"
+    try:
+        app = services.app
+        if args.action == "list":
+            Projector(app, services.store, services.events, services.views).catch_up()
+            for user in services.queries.list_users():
+                state = "active" if user.is_active else "disabled"
+                print(f"{user.username:<24} {user.role:<9} {state}")
+        elif args.action == "add":
+            users.add_user(app, args.username, _password(args), args.role)
+        elif args.action == "set-role":
+            users.set_role(app, args.username, args.role, by=by)
+        elif args.action in ("disable", "enable"):
+            users.set_active(app, args.username, args.action == "enable", by=by)
+        elif args.action == "passwd":
+            users.change_password(app, args.username, _password(args), by=by)
+    except DomainError as error:
+        what = f"{error.field} {error}" if isinstance(error, Invalid) else str(error)
+        print(f"orca users {args.action}: {what}", file=sys.stderr)
+        return 1
+    finally:
+        services.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orca", description="Orca job orchestrator")
     parser.add_argument("--version", action="version", version=f"orca {__version__}")
@@ -80,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("worker", help="an executor only (PostgreSQL)")
     commands.add_parser("projector", help="keeps the read models up to date (PostgreSQL)")
     commands.add_parser("migrate", help="create tables and the first admin, then exit")
+    _users_parser(commands.add_parser("users", help="manage who may use the API"))
     args = parser.parse_args(argv)
 
     try:
@@ -95,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"orca {args.command}: needs ORCA_DATABASE_URL=postgresql://...", file=sys.stderr)
         return 2
 
+    if args.command == "users":
+        return _users(settings, args)
     if args.command == "migrate":
         _print_admin_password(migrate(settings))
     elif args.command == "serve":

@@ -14,7 +14,6 @@ from support.databases import fresh_database
 from support.fixtures import BACKENDS
 from support.server import ApiClient, OrcaServer
 
-
 UNLIMITED = "1000000/minute"  # the rate limit has its own tests
 
 

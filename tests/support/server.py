@@ -102,7 +102,9 @@ class ApiClient:
         response = self.http.post(
             "/api/auth/token", json={"username": username, "password": password}
         )
-        response.raise_for_status()
+        if response.status_code != 200:
+            self.http.close()
+            raise AssertionError(f"login as {username} failed: {response.text}")
         self.http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
 
     def post(self, path: str, body: Any) -> httpx.Response:

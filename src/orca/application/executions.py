@@ -28,6 +28,9 @@ class Connection:
     username: str
     credentials: Credentials
     host_key: str | None
+    winrm_transport: str = "ntlm"
+    use_https: bool = False
+    verify_tls: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,9 @@ def _connection(sealer: Sealer, system: System) -> Connection:
         username=system.username,
         credentials=open_credentials(sealer, system),
         host_key=system.host_key,
+        winrm_transport=system.winrm_transport,
+        use_https=system.use_https,
+        verify_tls=system.verify_tls,
     )
 
 

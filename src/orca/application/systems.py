@@ -36,6 +36,9 @@ class RegisterSystem:
     credentials: Credentials
     description: str = ""
     host_key: str | None = None
+    winrm_transport: str = "ntlm"
+    use_https: bool = False
+    verify_tls: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,9 @@ def register_system(app: OrcaApplication, sealer: Sealer, cmd: RegisterSystem, *
         description=cmd.description,
         host_key=cmd.host_key,
         registered_by=by,
+        winrm_transport=cmd.winrm_transport,
+        use_https=cmd.use_https,
+        verify_tls=cmd.verify_tls,
     )
     taken = f"a system named {cmd.name!r} already exists"
     return Saved(system_id, app.commit([index, system], conflict=taken))

@@ -40,6 +40,9 @@ class System(Aggregate):
         description: str
         host_key: str | None
         registered_by: str
+        winrm_transport: str = "ntlm"
+        use_https: bool = False
+        verify_tls: bool = True
 
     class Updated(Aggregate.Event):
         """Only the fields that changed; ``sealed_credentials`` when they were replaced."""
@@ -92,6 +95,9 @@ class System(Aggregate):
         description: str,
         host_key: str | None,
         registered_by: str,
+        winrm_transport: str = "ntlm",
+        use_https: bool = False,
+        verify_tls: bool = True,
     ) -> None:
         self.name = name
         self.hostname = hostname
@@ -102,6 +108,9 @@ class System(Aggregate):
         self.description = description
         self.host_key = host_key
         self.registered_by = registered_by
+        self.winrm_transport = winrm_transport
+        self.use_https = use_https
+        self.verify_tls = verify_tls
         self.is_active = True
         self.is_deleted = False
         self.health_status: str = "unknown"

@@ -13,7 +13,7 @@ from orca.application.systems import record_health
 from orca.executor.remote import Remote
 
 PROBE_TIMEOUT_SECONDS = 30
-LINUX_PROBE = "whoami && hostname && uname -a"
+PROBES = {"linux": "whoami && hostname && uname -a", "windows": "whoami && hostname && ver"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +31,11 @@ async def test_connection(remote: Remote, sealer: Sealer, system_id: UUID) -> Pr
     """Run the probe commands, record ``System.HealthChecked`` and return what was seen."""
     connection = await asyncio.to_thread(connection_of, remote.app, sealer, system_id)
     started = time.perf_counter()
-    outcome = await remote.run(connection, LINUX_PROBE, timeout=PROBE_TIMEOUT_SECONDS)
+    outcome = await remote.run(
+        connection, PROBES[connection.system_type], timeout=PROBE_TIMEOUT_SECONDS
+    )
     elapsed = round((time.perf_counter() - started) * 1000, 1)
-    lines = [*outcome.stdout.splitlines(), "", "", ""]
+    lines = [line.strip() for line in outcome.stdout.splitlines() if line.strip()] + ["", ""]
     error = outcome.error_message
     if error is None and outcome.status != "completed":
         error = f"probe exited with code {outcome.exit_code}: {outcome.stderr.strip()[:500]}"
@@ -50,7 +52,7 @@ async def test_connection(remote: Remote, sealer: Sealer, system_id: UUID) -> Pr
         response_time_ms=elapsed,
         whoami=lines[0],
         hostname=lines[1],
-        os_info=lines[2],
+        os_info=" ".join(lines[2:]).strip(),
         error=error,
         position=position,
     )

@@ -4,31 +4,38 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
+from typing import Literal, cast
 
 from orca.application.app import OrcaApplication
 from orca.application.executions import Connection, pin_host_key
-from orca.executor.ssh import RunOutcome, SshLimits, SshTarget, run_command
+from orca.executor import ssh, winrm
+from orca.executor.outcome import RunOutcome
 
 
 @dataclass(frozen=True, slots=True)
 class Remote:
     app: OrcaApplication
-    ssh: SshLimits
+    ssh: ssh.SshLimits
+    winrm: winrm.WinrmLimits
 
     async def run(self, c: Connection, command: str, *, timeout: float) -> RunOutcome:
         """Run ``command``; pin the host key seen on first use; say which system in errors."""
-        if c.system_type != "linux":
-            return RunOutcome(
-                status="failed",
-                exit_code=None,
-                stdout="",
-                stderr="",
-                stdout_truncated=False,
-                stderr_truncated=False,
-                error_message=f"{c.system_type} systems cannot run commands in this version",
-                host_key=None,
+        if c.system_type == "windows":
+            return await winrm.run_command(
+                winrm.WinrmTarget(
+                    host=c.hostname,
+                    port=c.port,
+                    username=c.username,
+                    password=c.credentials.password or "",
+                    transport=cast(Literal["ntlm", "basic"], c.winrm_transport),
+                    https=c.use_https,
+                    verify_tls=c.verify_tls,
+                ),
+                command,
+                timeout=timeout,
+                limits=self.winrm,
             )
-        target = SshTarget(
+        target = ssh.SshTarget(
             host=c.hostname,
             port=c.port,
             username=c.username,
@@ -37,7 +44,7 @@ class Remote:
             passphrase=c.credentials.passphrase,
             host_key=c.host_key,
         )
-        outcome = await run_command(target, command, timeout=timeout, limits=self.ssh)
+        outcome = await ssh.run_command(target, command, timeout=timeout, limits=self.ssh)
         if c.host_key is None and outcome.host_key is not None:
             await asyncio.to_thread(pin_host_key, self.app, c.system_id, outcome.host_key)
         if outcome.error_message and "<id>" in outcome.error_message:

@@ -11,9 +11,12 @@ import contextlib
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Literal
 
 import asyncssh
+
+from orca.executor.outcome import CappedBuffer, RunOutcome
+
+__all__ = ["RunOutcome", "SshLimits", "SshTarget", "fingerprint", "run_command"]
 
 _CHUNK_BYTES = 64 * 1024
 _TERM_GRACE_SECONDS = 2.0
@@ -42,19 +45,6 @@ class SshLimits:
     keepalive_interval: float = 15.0
     keepalive_count_max: int = 3
     max_output_bytes: int = 1024 * 1024  # kept per stream; the rest is read and discarded
-
-
-@dataclass(frozen=True, slots=True)
-class RunOutcome:
-    # completed = exit 0; failed = non-zero exit or any connection/auth/host-key error
-    status: Literal["completed", "failed", "timeout"]
-    exit_code: int | None
-    stdout: str
-    stderr: str
-    stdout_truncated: bool
-    stderr_truncated: bool
-    error_message: str | None
-    host_key: str | None  # the key required of the server, OpenSSH format; pin it on first use
 
 
 def fingerprint(public_key: str) -> str:
@@ -194,24 +184,10 @@ async def _client_keys(target: SshTarget) -> list[asyncssh.SSHKey] | None:
     return [key]
 
 
-class _Capture:
-    """Keeps the first `limit` bytes of a stream and reads (and drops) the rest."""
-
-    def __init__(self, limit: int) -> None:
-        self.data = bytearray()
-        self.limit = limit
-        self.truncated = False
-
-    async def drain(self, reader: asyncssh.SSHReader[bytes]) -> None:
-        while chunk := await reader.read(_CHUNK_BYTES):
-            room = self.limit - len(self.data)
-            if len(chunk) > room:
-                self.truncated = True
-            if room > 0:
-                self.data += chunk[:room]
-
-    def text(self) -> str:
-        return self.data.decode("utf-8", errors="replace")
+async def _drain(reader: asyncssh.SSHReader[bytes], capture: CappedBuffer) -> None:
+    """Read the stream to its end, keeping what fits in `capture` and dropping the rest."""
+    while chunk := await reader.read(_CHUNK_BYTES):
+        capture.append(chunk)
 
 
 async def _run(
@@ -224,7 +200,7 @@ async def _run(
 ) -> RunOutcome:
     process = await conn.create_process(command, encoding=None, request_pty=False)
     process.stdin.write_eof()
-    stdout, stderr = _Capture(limits.max_output_bytes), _Capture(limits.max_output_bytes)
+    stdout, stderr = CappedBuffer(limits.max_output_bytes), CappedBuffer(limits.max_output_bytes)
     finished = asyncio.ensure_future(_until_exit(process, stdout, stderr))
     try:
         done, _ = await asyncio.wait({finished}, timeout=timeout)
@@ -259,11 +235,11 @@ async def _run(
 
 
 async def _until_exit(
-    process: asyncssh.SSHClientProcess[bytes], stdout: _Capture, stderr: _Capture
+    process: asyncssh.SSHClientProcess[bytes], stdout: CappedBuffer, stderr: CappedBuffer
 ) -> None:
     async with asyncio.TaskGroup() as group:
-        group.create_task(stdout.drain(process.stdout))
-        group.create_task(stderr.drain(process.stderr))
+        group.create_task(_drain(process.stdout, stdout))
+        group.create_task(_drain(process.stderr, stderr))
     await process.wait_closed()
 
 

@@ -95,6 +95,9 @@ class SystemCreate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     private_key_passphrase: Secret | None = None
     description: Description = ""
     host_key: PublicKey | None = None
+    winrm_transport: Literal["ntlm", "basic"] = "ntlm"
+    use_https: bool = False
+    verify_tls: bool = True
 
 
 class SystemUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

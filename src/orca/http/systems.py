@@ -43,6 +43,7 @@ from orca.http.schemas import (
 _system_create = msgspec.json.Decoder(SystemCreate)
 _system_update = msgspec.json.Decoder(SystemUpdate)
 DEFAULT_PORTS = {"linux": 22, "windows": 5985}
+WINRM_HTTPS_PORT = 5986
 SYSTEM_TYPES = frozenset(DEFAULT_PORTS)
 
 
@@ -50,13 +51,20 @@ def _command(body: SystemCreate) -> RegisterSystem:
     if body.password is None and body.private_key is None:
         message = "give a password or a private_key"
         raise ValidationFailed(message, [FieldError(field="password", message=message)])
-    if body.private_key is not None and body.system_type == "windows":
-        message = "windows systems log in with a password"
-        raise ValidationFailed(message, [FieldError(field="private_key", message=message)])
+    if body.system_type == "windows":
+        if body.private_key is not None or body.password is None:
+            message = "windows systems log in with a password"
+            raise ValidationFailed(message, [FieldError(field="password", message=message)])
+        if body.winrm_transport == "basic" and not body.use_https:
+            message = "basic authentication sends the password in clear: use it only with https"
+            raise ValidationFailed(message, [FieldError(field="winrm_transport", message=message)])
+    default_port = DEFAULT_PORTS[body.system_type]
+    if body.system_type == "windows" and body.use_https:
+        default_port = WINRM_HTTPS_PORT
     return RegisterSystem(
         name=body.name,
         hostname=body.hostname,
-        port=body.port or DEFAULT_PORTS[body.system_type],
+        port=body.port or default_port,
         system_type=body.system_type,
         username=body.username,
         credentials=Credentials(
@@ -66,6 +74,9 @@ def _command(body: SystemCreate) -> RegisterSystem:
         ),
         description=body.description,
         host_key=body.host_key,
+        winrm_transport=body.winrm_transport,
+        use_https=body.use_https,
+        verify_tls=body.verify_tls,
     )
 
 
