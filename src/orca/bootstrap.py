@@ -126,6 +126,7 @@ class Services:
                 worker_id=worker_id
                 or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}",
                 max_concurrency=s.max_concurrency,
+                health_interval=s.health_interval,
             ),
         )
 
@@ -156,7 +157,7 @@ def build(settings: Settings, *, create_tables: bool = False) -> Services:
         app=app,
         store=store,
         queries=Queries(store),
-        workers=Workers(store),
+        workers=Workers(store, settings.worker_lease_seconds),
         remote=Remote(
             app,
             SshLimits(

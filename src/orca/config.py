@@ -64,6 +64,7 @@ class Settings:
     rate_limit_storage: str = "memory://"
     trusted_proxies: tuple[str, ...] = ()
     health_interval: float = 300.0
+    worker_lease_seconds: float = 30.0
 
     @property
     def postgres(self) -> PostgresDsn | None:
@@ -86,6 +87,29 @@ class Settings:
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "orca.sqlite3"
+
+    def to_env(self) -> dict[str, str]:
+        """The ``ORCA_*`` variables that ``from_env`` reads back into these settings."""
+        return {
+            "ORCA_HOST": self.host,
+            "ORCA_PORT": str(self.port),
+            "ORCA_DATA_DIR": str(self.data_dir),
+            "ORCA_DATABASE_URL": self.database_url or "",
+            "ORCA_ADMIN_PASSWORD": self.admin_password or "",
+            "ORCA_SECRET_KEY": self.secret_key or "",
+            "ORCA_MAX_CONCURRENCY": str(self.max_concurrency),
+            "ORCA_MAX_OUTPUT_BYTES": str(self.max_output_bytes),
+            "ORCA_CONNECT_TIMEOUT": str(self.connect_timeout),
+            "ORCA_KEEPALIVE_INTERVAL": str(self.keepalive_interval),
+            "ORCA_LOG_LEVEL": self.log_level,
+            "ORCA_SESSION_MAX": str(self.session_max_seconds),
+            "ORCA_RATE_LIMIT": self.rate_limit,
+            "ORCA_LOGIN_RATE_LIMIT": self.login_rate_limit,
+            "ORCA_RATE_LIMIT_STORAGE": self.rate_limit_storage,
+            "ORCA_TRUSTED_PROXIES": ",".join(self.trusted_proxies),
+            "ORCA_HEALTH_INTERVAL": str(self.health_interval),
+            "ORCA_WORKER_LEASE": str(self.worker_lease_seconds),
+        }
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -131,6 +155,7 @@ class Settings:
             or cls.rate_limit_storage,
             trusted_proxies=_networks(text("TRUSTED_PROXIES", "") or ""),
             health_interval=number("HEALTH_INTERVAL", cls.health_interval, 0, 86400),
+            worker_lease_seconds=number("WORKER_LEASE", cls.worker_lease_seconds, 1, 3600),
         )
         settings.postgres  # noqa: B018 - validate the URL now, not on first use
         return settings

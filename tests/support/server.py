@@ -24,40 +24,40 @@ def _free_port() -> int:
 
 
 class OrcaServer:
-    """Runs ``orca serve`` with ``settings`` on a free port; stop() and start() again at will."""
+    """Runs ``orca serve`` (or ``api``, ``worker``, ``projector``) with ``settings`` on a free
+    port; stop(), kill() and start() again at will."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, command: str = "serve") -> None:
         self.settings = settings
+        self.command = command
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
 
     def env(self) -> dict[str, str]:
-        s = self.settings
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORCA_")}
-        env |= {
-            "ORCA_HOST": "127.0.0.1",
-            "ORCA_PORT": str(self.port),
-            "ORCA_DATA_DIR": str(s.data_dir),
-            "ORCA_ADMIN_PASSWORD": s.admin_password or "",
-            "ORCA_SECRET_KEY": s.secret_key or "",
-            "ORCA_CONNECT_TIMEOUT": str(s.connect_timeout),
-            "ORCA_DATABASE_URL": s.database_url or "",
-            "ORCA_RATE_LIMIT": s.rate_limit,
-            "ORCA_LOGIN_RATE_LIMIT": s.login_rate_limit,
-        }
+        env |= self.settings.to_env()
+        env |= {"ORCA_HOST": "127.0.0.1", "ORCA_PORT": str(self.port)}
         return env
 
     def start(self) -> Self:
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "orca.cli", "serve"], env=self.env(), stdout=log, stderr=log
+                [sys.executable, "-m", "orca.cli", self.command],
+                env=self.env(),
+                stdout=log,
+                stderr=log,
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"orca serve exited: {self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"orca exited: {self.log_path.read_text()[-3000:]}")
+            if self.command in ("worker", "projector"):  # no HTTP to ask: alive is enough
+                time.sleep(0.5)
+                if self._process.poll() is None:
+                    return self
+                continue
             try:
                 if (
                     httpx.get(f"{self.base_url}/health", timeout=1, trust_env=False).status_code
@@ -78,6 +78,13 @@ class OrcaServer:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, as when a machine dies."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
 
     def __enter__(self) -> Self:
         return self.start()

@@ -120,6 +120,23 @@ def finish_execution(app: OrcaApplication, execution_id: UUID, outcome: Outcome)
     return app.commit([execution], conflict=f"execution {execution_id} finished concurrently")
 
 
+LOST_MESSAGE = "worker lost during execution"
+
+
+def abandon_execution(app: OrcaApplication, execution_id: UUID) -> bool:
+    """Finish an execution whose worker died. Its command may have run, so it is never run
+    again (at-most-once); False if it finished meanwhile."""
+    execution = app.get(Execution, execution_id, "execution")
+    if execution.status != "running":
+        return False
+    execution.finish("failed", error_message=LOST_MESSAGE)
+    try:
+        app.commit([execution], conflict="execution finished concurrently")
+    except Conflict:
+        return False
+    return True
+
+
 def pin_host_key(app: OrcaApplication, system_id: UUID, host_key: str) -> None:
     """Record the key first seen for a system; a concurrent pin of the same key is fine."""
     system = app.get(System, system_id, "system")

@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 
 from orca.application.app import OrcaApplication
 from orca.application.sealing import Sealer
-from orca.domain.errors import Conflict
+from orca.domain.errors import NotFound
 from orca.domain.index import NameIndex, index_id
 from orca.domain.job import Execution
 from orca.domain.system import System
@@ -111,7 +111,7 @@ def update_system(
 ) -> Saved:
     system = app.get(System, system_id, "system")
     if system.is_deleted:
-        raise Conflict(f"system {system_id} was deleted")
+        raise NotFound(f"system {system_id} not found (it was deleted)")
     changes: dict[str, Any] = {
         k: v
         for k, v in {

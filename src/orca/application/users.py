@@ -150,11 +150,12 @@ def login(
     )
 
 
-def refresh(app: OrcaApplication, session_id: UUID, presented: str) -> Login | None:
-    """Rotate the session's refresh token; None (and the family revoked) on reuse."""
+def refresh(app: OrcaApplication, session_id: UUID, presented: str) -> Login | int:
+    """Rotate the session's refresh token. A refusal is the position to wait for instead:
+    a spent token revokes the whole family, and the revocation must show before answering."""
     session = app.find(session_id)
     if not isinstance(session, Session) or session.revoked:
-        return None
+        return 0
     user = app.find(session.user_id)
     if (
         not isinstance(user, User)
@@ -162,14 +163,14 @@ def refresh(app: OrcaApplication, session_id: UUID, presented: str) -> Login | N
         or user.credentials_version != session.credentials_version
         or session.expires_at <= datetime.now(UTC)
     ):
-        return None
+        return 0
     session.rotate(presented, secrets.token_urlsafe(16))
     try:
         position = app.commit([session], conflict="the refresh token was used concurrently")
     except Conflict:
-        return None
+        return 0
     if session.revoked:
-        return None
+        return position
     return Login(
         principal=Principal(
             username=user.username,

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from orca.domain.errors import Conflict
+from orca.domain.errors import NotFound
 
 SystemType = Literal["linux", "windows"]
 HealthStatus = Literal["healthy", "unhealthy", "unknown"]
@@ -118,7 +118,7 @@ class System(Aggregate):
 
     def _check_exists(self) -> None:
         if self.is_deleted:
-            raise Conflict(f"system {self.id} was deleted")
+            raise NotFound(f"system {self.id} not found (it was deleted)")
 
     def update(self, changes: dict[str, Any], *, by: str) -> None:
         self._check_exists()

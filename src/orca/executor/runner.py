@@ -10,17 +10,25 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from orca.application.app import OrcaApplication
-from orca.application.executions import Outcome, Work, finish_execution, start_execution
+from orca.application.executions import (
+    LOST_MESSAGE,
+    Outcome,
+    Work,
+    abandon_execution,
+    finish_execution,
+    start_execution,
+)
 from orca.application.sealing import Sealer
+from orca.executor.probe import test_connection
 from orca.executor.remote import Remote
 from orca.projections.beacon import Beacon
 from orca.projections.queries import Queries
 from orca.projections.views import iso
-from orca.projections.workers import HEARTBEAT_SECONDS, Workers
+from orca.projections.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +38,14 @@ STOPPED_MESSAGE = "Orca stopped while the command was running; the command was k
 CANCELLED_MESSAGE = "cancelled while running; the command was killed"
 
 
+HEALTH_CHECKS_AT_ONCE = 4
+
+
 @dataclass(frozen=True, slots=True)
 class ExecutorSettings:
     worker_id: str
     max_concurrency: int
+    health_interval: float = 0.0  # seconds between connection tests of a system; 0: never
 
 
 class Executor:
@@ -71,10 +83,15 @@ class Executor:
 
         undo = self._views.on_advance(on_advance)
         last_beat = 0.0
+        checker = (
+            asyncio.create_task(self._check_health(stop), name="health checker")
+            if self._settings.health_interval > 0
+            else None
+        )
         try:
             while not stop.is_set():
                 wake.clear()
-                if loop.time() - last_beat >= HEARTBEAT_SECONDS:
+                if loop.time() - last_beat >= self._workers.heartbeat_seconds:
                     last_beat = loop.time()
                     await self._beat()
                 await self._honour_cancels()
@@ -82,11 +99,15 @@ class Executor:
                 await self._sleep(stop, wake, next_at)
         finally:
             undo()
+            if checker is not None:
+                checker.cancel()
+                await asyncio.gather(checker, return_exceptions=True)
             await self._stop_running()
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._workers.leave, self._settings.worker_id)
 
     async def _beat(self) -> None:
+        """Renew this worker's lease, and finish the executions of workers that died."""
         try:
             await asyncio.to_thread(
                 self._workers.beat,
@@ -94,8 +115,38 @@ class Executor:
                 self._settings.max_concurrency,
                 len(self._running),
             )
+            for execution_id in await asyncio.to_thread(self._workers.orphans):
+                if await asyncio.to_thread(abandon_execution, self._app, UUID(execution_id)):
+                    log.warning("execution %s: %s", execution_id, LOST_MESSAGE)
         except Exception:
             log.warning("worker heartbeat failed", exc_info=True)
+
+    async def _check_health(self, stop: asyncio.Event) -> None:
+        """Test each active system's connection every ``health_interval`` seconds."""
+        interval = self._settings.health_interval
+        gate = asyncio.Semaphore(HEALTH_CHECKS_AT_ONCE)
+
+        async def check(system_id: str) -> None:
+            async with gate:
+                try:
+                    result = await test_connection(self._remote, self._sealer, UUID(system_id))
+                except Exception:
+                    log.warning("health check of system %s failed", system_id, exc_info=True)
+                    return
+                log.info("system %s health: %s", system_id, result.success)
+
+        while not stop.is_set():
+            try:
+                due = await asyncio.to_thread(
+                    self._queries.systems_to_check,
+                    iso(datetime.now(UTC) - timedelta(seconds=interval)),
+                    100,
+                )
+                await asyncio.gather(*(check(s) for s in due))
+            except Exception:
+                log.warning("health checker failed; retrying", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=min(interval, 30.0))
 
     async def _honour_cancels(self) -> None:
         if not self._running:

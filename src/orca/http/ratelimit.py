@@ -14,6 +14,7 @@ import time
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orca.http.errors import error_response
@@ -76,7 +77,7 @@ class RateLimit:
         if not allowed:
             retry_after = max(1, math.ceil(reset - time.time()))
             response = error_response(
-                None,
+                Request(scope),
                 429,
                 f"rate limit of {item.amount} per {item.get_expiry()} s exceeded;"
                 f" retry in {retry_after} s",

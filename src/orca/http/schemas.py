@@ -114,6 +114,15 @@ class SystemUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     is_active: bool | None = None
 
 
+class HostKeyPin(msgspec.Struct, forbid_unknown_fields=True):
+    host_key: PublicKey
+
+
+class HostKey(msgspec.Struct):
+    host_key: str | None
+    fingerprint: str | None
+
+
 class SystemInfo(msgspec.Struct):
     whoami_output: str
     hostname: str
@@ -213,3 +222,5 @@ def decode(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
         raise validation_error(error) from None
     except msgspec.DecodeError as error:
         raise BadRequest(f"malformed JSON: {error}") from None
+    except UnicodeDecodeError:
+        raise BadRequest("malformed JSON: the body is not valid UTF-8") from None

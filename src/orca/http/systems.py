@@ -15,10 +15,12 @@ from orca.application.systems import (
     UpdateSystem,
     delete_system,
     register_system,
+    repin_host_key,
     update_system,
 )
 from orca.application.users import Principal
 from orca.executor.probe import test_connection
+from orca.executor.ssh import fingerprint
 from orca.http.common import (
     bool_param,
     choice_param,
@@ -32,6 +34,8 @@ from orca.http.common import (
 from orca.http.errors import FieldError, ValidationFailed
 from orca.http.schemas import (
     ConnectionTest,
+    HostKey,
+    HostKeyPin,
     Message,
     SystemCreate,
     SystemInfo,
@@ -39,12 +43,24 @@ from orca.http.schemas import (
     SystemUpdate,
     decode,
 )
+from orca.projections.queries import SystemView
 
 _system_create = msgspec.json.Decoder(SystemCreate)
 _system_update = msgspec.json.Decoder(SystemUpdate)
+_host_key_pin = msgspec.json.Decoder(HostKeyPin)
 DEFAULT_PORTS = {"linux": 22, "windows": 5985}
 WINRM_HTTPS_PORT = 5986
 SYSTEM_TYPES = frozenset(DEFAULT_PORTS)
+
+
+def _fingerprint(host_key: str) -> str:
+    try:
+        return fingerprint(host_key)
+    except ValueError:
+        message = "not an OpenSSH public key (expected e.g. 'ssh-ed25519 AAAA...')"
+        raise ValidationFailed(
+            f"invalid host_key: {message}", [FieldError(field="host_key", message=message)]
+        ) from None
 
 
 def _command(body: SystemCreate) -> RegisterSystem:
@@ -58,6 +74,8 @@ def _command(body: SystemCreate) -> RegisterSystem:
         if body.winrm_transport == "basic" and not body.use_https:
             message = "basic authentication sends the password in clear: use it only with https"
             raise ValidationFailed(message, [FieldError(field="winrm_transport", message=message)])
+    if body.host_key is not None:
+        _fingerprint(body.host_key)
     default_port = DEFAULT_PORTS[body.system_type]
     if body.system_type == "windows" and body.use_https:
         default_port = WINRM_HTTPS_PORT
@@ -169,3 +187,28 @@ async def test(request: Request, principal: Principal) -> Response:
             error=result.error,
         )
     )
+
+
+def _host_key(view: SystemView) -> HostKey:
+    key = view.host_key
+    return HostKey(host_key=key, fingerprint=fingerprint(key) if key else None)
+
+
+async def get_host_key(request: Request, principal: Principal) -> Response:
+    system_id = path_id(request, "system_id")
+    view = await run_in_threadpool(services(request).queries.get_system, system_id)
+    return json(_host_key(found(view, "system", system_id)))
+
+
+async def pin_host_key(request: Request, principal: Principal) -> Response:
+    """Trust a new host key, after the operator checked it out of band."""
+    system_id = path_id(request, "system_id")
+    body = decode(await request.body(), _host_key_pin)
+    _fingerprint(body.host_key)
+    s = services(request)
+    position = await run_in_threadpool(
+        repin_host_key, s.app, UUID(system_id), body.host_key, by=principal.username
+    )
+    await settle(request, position)
+    view = await run_in_threadpool(s.queries.get_system, system_id)
+    return json(_host_key(found(view, "system", system_id)))

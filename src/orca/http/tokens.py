@@ -71,7 +71,9 @@ async def refresh(request: Request) -> Response:
     login = await run_in_threadpool(
         users.refresh, s.app, principal_of(claims).session_id, claims.rid or ""
     )
-    if login is None:
+    if isinstance(login, int):
+        if login:
+            await settle(request, login)  # the family's revocation shows before we answer
         raise Unauthorized("refresh token is spent, revoked or expired; log in again")
     await settle(request, login.position)
     return json(tokens.pair(login))

@@ -23,6 +23,7 @@ class SystemView(msgspec.Struct, kw_only=True):
     created_at: str
     updated_at: str
     last_health_check: str | None
+    host_key: str | None
 
 
 class ExecutionView(msgspec.Struct, kw_only=True):
@@ -106,7 +107,7 @@ class Counts(msgspec.Struct):
 
 _SYSTEM_COLUMNS = (
     "id, name, hostname, port, system_type, username, description, is_active, health_status,"
-    " created_at, updated_at, last_health_check"
+    " created_at, updated_at, last_health_check, host_key"
 )
 _JOB_COLUMNS = "id, name, command, status, created_by, created_at, scheduled_at, timeout_seconds"
 _EXECUTION_COLUMNS = (
@@ -129,6 +130,7 @@ def _system(row: Row) -> SystemView:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         last_health_check=row["last_health_check"],
+        host_key=row["host_key"],
     )
 
 
@@ -247,6 +249,16 @@ class Queries:
             )
             row = cur.fetchone()
         return due, row["next"] if row is not None else None
+
+    def systems_to_check(self, checked_before: str, limit: int) -> list[str]:
+        """Active systems not checked (or, if never checked, not registered) since then."""
+        with self._store.read() as cur:
+            cur.execute(
+                "SELECT id FROM systems WHERE is_active = ?"
+                " AND COALESCE(last_health_check, created_at) < ? ORDER BY seq LIMIT ?",
+                (True, checked_before, limit),
+            )
+            return [r["id"] for r in cur.fetchall()]
 
     def unfinished_executions_of(self, system_id: str) -> list[str]:
         with self._store.read() as cur:

@@ -12,8 +12,10 @@ import msgspec
 from orca.projections.store import ReadStore
 from orca.projections.views import iso
 
-HEARTBEAT_SECONDS = 5.0
-STALE_AFTER = timedelta(seconds=3 * HEARTBEAT_SECONDS)
+# The heartbeat is each worker's lease on the executions it runs: when a lease runs out
+# (six missed beats), another worker finishes them as lost.
+BEATS_PER_LEASE = 6
+FORGET_AFTER = timedelta(days=1)
 
 
 class EngineState(msgspec.Struct, frozen=True):
@@ -23,8 +25,10 @@ class EngineState(msgspec.Struct, frozen=True):
 
 
 class Workers:
-    def __init__(self, store: ReadStore) -> None:
+    def __init__(self, store: ReadStore, lease_seconds: float) -> None:
         self._store = store
+        self.lease = timedelta(seconds=lease_seconds)
+        self.heartbeat_seconds = lease_seconds / BEATS_PER_LEASE
 
     def beat(self, worker_id: str, capacity: int, running: int) -> None:
         with self._store.direct() as cur:
@@ -34,13 +38,28 @@ class Workers:
                 " running = excluded.running, heartbeat_at = excluded.heartbeat_at",
                 (worker_id, capacity, running, iso(datetime.now(UTC))),
             )
+            cur.execute(
+                "DELETE FROM workers WHERE heartbeat_at < ?",
+                (iso(datetime.now(UTC) - FORGET_AFTER),),
+            )
 
     def leave(self, worker_id: str) -> None:
         with self._store.direct() as cur:
             cur.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
 
+    def orphans(self) -> list[str]:
+        """Running executions whose worker stopped beating: it died, or lost its database."""
+        alive_since = iso(datetime.now(UTC) - self.lease)
+        with self._store.read() as cur:
+            cur.execute(
+                "SELECT e.id FROM executions e LEFT JOIN workers w ON w.id = e.worker_id"
+                " AND w.heartbeat_at > ? WHERE e.status = 'running' AND w.id IS NULL",
+                (alive_since,),
+            )
+            return [r["id"] for r in cur.fetchall()]
+
     def engine(self) -> EngineState:
-        alive_since = iso(datetime.now(UTC) - STALE_AFTER)
+        alive_since = iso(datetime.now(UTC) - self.lease)
         with self._store.read() as cur:
             cur.execute(
                 "SELECT COUNT(*) AS n, COALESCE(SUM(capacity), 0) AS capacity,"
