@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orca.application.app import OrcaApplication
+from orca.application.audit import acting
 from orca.application.sealing import Sealer, derive_key, new_master_key, parse_master_key
 from orca.application.users import ensure_admin
 from orca.config import ConfigError, Settings
@@ -181,6 +182,7 @@ def migrate(settings: Settings) -> str | None:
     """Create the tables and the first admin; return the admin password if it was generated."""
     services = build(settings, create_tables=True)
     try:
-        return ensure_admin(services.app, settings.admin_password)
+        with acting("orca migrate"):
+            return ensure_admin(services.app, settings.admin_password)
     finally:
         services.close()

@@ -1,4 +1,4 @@
-"""orca serve | api | worker | projector | migrate | users"""
+"""orca serve | api | worker | projector | migrate | users | audit"""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import msgspec
 import uvicorn
 
 from orca import __version__
 from orca.application import users
+from orca.application.audit import AuditEntry, acting, as_json_line, read_log
 from orca.bootstrap import Services, build, migrate
 from orca.config import ConfigError, Settings
 from orca.domain.errors import DomainError, Invalid
@@ -104,25 +106,61 @@ def _password(args: argparse.Namespace) -> str:
     return first
 
 
+def _user_action(services: Services, args: argparse.Namespace, by: str) -> None:
+    app = services.app
+    if args.action == "list":
+        Projector(app, services.store, services.events, services.views).catch_up()
+        for user in services.queries.list_users():
+            state = "active" if user.is_active else "disabled"
+            print(f"{user.username:<24} {user.role:<9} {state}")
+    elif args.action == "add":
+        users.add_user(app, args.username, _password(args), args.role)
+    elif args.action == "set-role":
+        users.set_role(app, args.username, args.role, by=by)
+    elif args.action in ("disable", "enable"):
+        users.set_active(app, args.username, args.action == "enable", by=by)
+    elif args.action == "passwd":
+        users.change_password(app, args.username, _password(args), by=by)
+
+
+def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the event log in order; with --follow, keep printing as events arrive."""
+    services = build(settings)
+    services.start_listener()
+    position = args.after
+    try:
+        while True:
+            news = services.events.changes
+            entries, position = read_log(
+                services.app, after=position, limit=500, aggregate_id=args.aggregate
+            )
+            for item in entries:
+                print(as_json_line(item) if args.json else _audit_row(item), flush=True)
+            if not entries and not args.follow:
+                return 0
+            if not entries:
+                services.events.wait_change(news, timeout=1.0)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        services.close()
+
+
+def _audit_row(item: AuditEntry) -> str:
+    data = msgspec.json.encode(item.data).decode()
+    return (
+        f"{item.position:>8}  {item.timestamp[:23]}  {item.actor:<20.20}  "
+        f"{item.aggregate_id[:8]}  {item.event_type:<28}  {data[:120]}"
+    )
+
+
 def _users(settings: Settings, args: argparse.Namespace) -> int:
     _print_admin_password(migrate(settings))
     services = build(settings)
     by = f"cli:{getpass.getuser()}"
     try:
-        app = services.app
-        if args.action == "list":
-            Projector(app, services.store, services.events, services.views).catch_up()
-            for user in services.queries.list_users():
-                state = "active" if user.is_active else "disabled"
-                print(f"{user.username:<24} {user.role:<9} {state}")
-        elif args.action == "add":
-            users.add_user(app, args.username, _password(args), args.role)
-        elif args.action == "set-role":
-            users.set_role(app, args.username, args.role, by=by)
-        elif args.action in ("disable", "enable"):
-            users.set_active(app, args.username, args.action == "enable", by=by)
-        elif args.action == "passwd":
-            users.change_password(app, args.username, _password(args), by=by)
+        with acting(by):
+            _user_action(services, args, by)
     except DomainError as error:
         what = f"{error.field} {error}" if isinstance(error, Invalid) else str(error)
         print(f"orca users {args.action}: {what}", file=sys.stderr)
@@ -142,6 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("projector", help="keeps the read models up to date (PostgreSQL)")
     commands.add_parser("migrate", help="create tables and the first admin, then exit")
     _users_parser(commands.add_parser("users", help="manage who may use the API"))
+    audit = commands.add_parser("audit", help="print the event log: who did what, when")
+    audit.add_argument("--after", type=int, default=0, help="start after this log position")
+    audit.add_argument("--follow", action="store_true", help="keep printing new events")
+    audit.add_argument("--aggregate", help="only the events of this aggregate id")
+    audit.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     args = parser.parse_args(argv)
 
     try:
@@ -159,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "users":
         return _users(settings, args)
+    if args.command == "audit":
+        return _audit(settings, args)
     if args.command == "migrate":
         _print_admin_password(migrate(settings))
     elif args.command == "serve":

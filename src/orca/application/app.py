@@ -8,8 +8,9 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Mapper
 
+from orca.application.audit import OrcaMapper
 from orca.domain.errors import Conflict, NotFound
 
 A = TypeVar("A", bound=Aggregate)
@@ -20,6 +21,10 @@ class OrcaApplication(Application[UUID]):
 
     name = "orca"
     is_snapshotting_enabled = False
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """Stamps each stored event with who caused it (see ``audit.acting``)."""
+        return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=OrcaMapper)
 
     def __init__(self, env: dict[str, str], on_saved: Callable[[int], None]) -> None:
         super().__init__(env)

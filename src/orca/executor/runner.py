@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from orca.application.app import OrcaApplication
+from orca.application.audit import acting
 from orca.application.executions import (
     LOST_MESSAGE,
     Outcome,
@@ -75,6 +76,10 @@ class Executor:
         return len(self._running)
 
     async def run(self, stop: asyncio.Event) -> None:
+        with acting(f"worker:{self._settings.worker_id}"):
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         wake = asyncio.Event()
 

@@ -12,7 +12,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orca.bootstrap import Services
-from orca.http import jobs, overview, systems, tokens, users
+from orca.http import audit, jobs, overview, systems, tokens, users
+from orca.http.audit import AuditPage
 from orca.http.auth import (
     AUTHENTICATED,
     Sessions,
@@ -247,6 +248,26 @@ ENDPOINTS: tuple[Api, ...] = (
         "jobs:write",
         "Cancel a pending or running job (409 if it has finished)",
         response=Message,
+    ),
+    Api(
+        "GET",
+        "/api/events",
+        audit.list_events,
+        "audit:read",
+        "The event log in order: who did what, when (secrets never shown)",
+        response=AuditPage,
+        query=(
+            Query("after", {"type": "integer", "minimum": 0, "default": 0}, "log position"),
+            Query(
+                "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "page"
+            ),
+            Query("aggregate_id", {"type": "string", "maxLength": 64}, "one aggregate only"),
+            Query(
+                "type",
+                {"type": "string", "maxLength": 128},
+                "one event type, e.g. orca.Job.Created",
+            ),
+        ),
     ),
     Api(
         "GET",

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from orca.application.audit import acting
 from orca.application.users import Login, Principal
 from orca.http.errors import Forbidden, Unauthorized
 from orca.projections.beacon import Beacon
@@ -188,7 +189,8 @@ def secured(permission: str, endpoint: Endpoint) -> Callable[[Request], Awaitabl
         _, principal = await authenticate(request)
         if permission != AUTHENTICATED and permission not in ROLE_PERMISSIONS[principal.role]:
             raise Forbidden(f"role {principal.role!r} lacks the {permission!r} permission")
-        return await endpoint(request, principal)
+        with acting(principal.username, getattr(request.state, "request_id", None)):
+            return await endpoint(request, principal)
 
     guarded.__name__ = endpoint.__name__
     return guarded

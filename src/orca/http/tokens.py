@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from orca.application import users
+from orca.application.audit import acting
 from orca.application.users import Principal
 from orca.http.auth import ROLE_PERMISSIONS, Tokens, authenticate, principal_of
 from orca.http.common import json, services, settle
@@ -40,13 +41,14 @@ async def _credentials(request: Request) -> TokenRequest:
 async def issue_token(request: Request) -> Response:
     body = await _credentials(request)
     s = services(request)
-    login = await run_in_threadpool(
-        users.login,
-        s.app,
-        body.username,
-        body.password,
-        timedelta(seconds=s.settings.session_max_seconds),
-    )
+    with acting(body.username, getattr(request.state, "request_id", None)):
+        login = await run_in_threadpool(
+            users.login,
+            s.app,
+            body.username,
+            body.password,
+            timedelta(seconds=s.settings.session_max_seconds),
+        )
     if login is None:
         raise Unauthorized("incorrect username or password")
     await settle(request, login.position)
@@ -68,9 +70,10 @@ async def refresh(request: Request) -> Response:
         _, principal = await authenticate(request)
         return json(tokens.access(principal, claims.sexp))
     s = services(request)
-    login = await run_in_threadpool(
-        users.refresh, s.app, principal_of(claims).session_id, claims.rid or ""
-    )
+    with acting(claims.sub, getattr(request.state, "request_id", None)):
+        login = await run_in_threadpool(
+            users.refresh, s.app, principal_of(claims).session_id, claims.rid or ""
+        )
     if isinstance(login, int):
         if login:
             await settle(request, login)  # the family's revocation shows before we answer
