@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import time
 import uuid
 from typing import Any
 
@@ -199,3 +201,43 @@ def test_no_token_no_access(orca: OrcaServer) -> None:
         trust_env=False,
     )
     assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["sleep {n}", "sleep {n} | cat", 'trap "" TERM; sleep {n}'],
+    ids=["sleep", "pipeline", "ignores-TERM"],
+)
+def test_cancelling_a_running_job_kills_its_remote_processes(
+    api: ApiClient, sshd_host: SshdHost, command: str
+) -> None:
+    n = 300 + uuid.uuid4().int % 600  # a duration no other test uses, to find its process
+    job = api.post(
+        "/api/jobs",
+        {
+            "name": "c",
+            "command": command.format(n=n),
+            "system_ids": [register(api, sshd_host)["id"]],
+        },
+    ).json()
+    deadline = time.monotonic() + 20
+    while not _remote_pids(sshd_host, n):
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
+    assert api.post(f"/api/jobs/{job['id']}/cancel", None).status_code == 200
+    while (execution := api.get(f"/api/jobs/{job['id']}").json()["executions"][0])[
+        "status"
+    ] == "running":
+        assert time.monotonic() < deadline + 10, "the execution never stopped"
+        time.sleep(0.1)
+    assert execution["status"] == "cancelled"
+    assert api.get(f"/api/jobs/{job['id']}").json()["status"] == "cancelled"
+    assert _remote_pids(sshd_host, n) == []
+
+
+def _remote_pids(sshd: SshdHost, n: int) -> list[str]:
+    found = subprocess.run(
+        ["pgrep", "-u", sshd.username, "-f", f"sleep {n}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return found.stdout.split()
