@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -93,3 +96,42 @@ def test_orca_audit_prints_the_log_without_secrets(orca: OrcaServer, api: ApiCli
     assert lines and all(line.startswith('{"position":') for line in lines)
     assert '"position":1,' not in as_json.stdout
     assert CANARY not in as_json.stdout
+
+
+def test_a_system_s_history_shows_it_as_it_was(api: ApiClient) -> None:
+    system = api.post(
+        "/api/systems",
+        {"name": "was-a", "hostname": "127.0.0.1", "username": "u", "password": CANARY},
+    ).json()
+    before_rename = datetime.now(UTC)
+    time.sleep(0.01)
+    assert api.http.put(f"/api/systems/{system['id']}", json={"name": "now-b"}).status_code == 200
+
+    now = api.get(f"/api/systems/{system['id']}/history").json()
+    assert [e["event_type"] for e in now["events"]] == [
+        "orca.System.Created",
+        "orca.System.Updated",
+    ]
+    assert (now["version"], now["state"]["name"]) == (2, "now-b")
+    assert now["state"]["sealed_credentials"] == "[sealed]"
+    assert CANARY not in json.dumps(now)
+
+    then = api.get(f"/api/systems/{system['id']}/history", at=1).json()
+    assert (then["version"], then["state"]["name"]) == (1, "was-a")
+    at_time = api.get(f"/api/systems/{system['id']}/history", at=before_rename.isoformat()).json()
+    assert at_time["state"]["name"] == "was-a"
+
+    assert api.get(f"/api/systems/{system['id']}/history", at="yesterday").status_code == 422
+    assert api.get(f"/api/jobs/{system['id']}/history").status_code == 404
+
+
+def test_a_job_s_history_lists_its_events(api: ApiClient) -> None:
+    system = api.post(
+        "/api/systems",
+        {"name": "hist-job", "hostname": "127.0.0.1", "port": 1, "username": "u", "password": "pw"},
+    ).json()
+    job = api.post("/api/jobs", {"name": "h", "command": "true", "system_ids": [system["id"]]})
+    api.post(f"/api/jobs/{job.json()['id']}/cancel", None)
+    result = api.get(f"/api/jobs/{job.json()['id']}/history").json()
+    assert result["events"][0]["event_type"] == "orca.Job.Created"
+    assert result["state"]["command"] == "true"

@@ -57,7 +57,7 @@ class OrcaMapper(Mapper[UUID]):
 
 
 class AuditEntry(msgspec.Struct, frozen=True):
-    position: int
+    position: int | None  # in the whole log; None when read aggregate by aggregate
     timestamp: str
     actor: str
     request_id: str | None
@@ -79,7 +79,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def entry(position: int, event: Any) -> AuditEntry:
+def entry(position: int | None, event: Any) -> AuditEntry:
     state = dict(vars(event))
     meta = state.pop(META, None) or {"actor": "unknown"}
     data: dict[str, Any] = {
@@ -133,6 +133,40 @@ def read_log(
             if len(found) == limit:
                 break
     return found, position
+
+
+class History(msgspec.Struct, frozen=True):
+    aggregate_id: str
+    version: int
+    state: dict[str, Any]
+    events: list[AuditEntry]
+
+
+def history(app: Any, aggregate_id: UUID, at: datetime | int | None = None) -> History | None:
+    """One aggregate's events, and its state as it was at a version or a moment (or now)."""
+    events = [
+        app.mapper.to_domain_event(stored) for stored in app.recorder.select_events(aggregate_id)
+    ]
+    if not events:
+        return None
+    if isinstance(at, int):
+        events = events[:at]
+    elif isinstance(at, datetime):
+        events = [e for e in events if e.timestamp <= at]
+    if not events:
+        return History(aggregate_id=str(aggregate_id), version=0, state={}, events=[])
+    aggregate = app.repository.get(aggregate_id, version=events[-1].originator_version)
+    state = {
+        k: REDACTED.get(k, v)
+        for k, v in vars(aggregate).items()
+        if not k.startswith("_") and k != "pending_events"
+    }
+    return History(
+        aggregate_id=str(aggregate_id),
+        version=aggregate.version,
+        state=_jsonable(state),
+        events=[entry(None, e) for e in events],
+    )
 
 
 def as_json_line(item: AuditEntry) -> str:

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from orca.application.audit import History
 from orca.bootstrap import Services
 from orca.http import audit, jobs, overview, systems, tokens, users
 from orca.http.audit import AuditPage
@@ -74,6 +75,12 @@ class Api:
 PAGE = (
     Query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"),
     Query("offset", {"type": "integer", "minimum": 0, "default": 0}, "rows to skip"),
+)
+
+AT = Query(
+    "at",
+    {"type": "string", "maxLength": 64},
+    "a version number, or an ISO 8601 time with offset: the state as it was then",
 )
 
 ENDPOINTS: tuple[Api, ...] = (
@@ -191,6 +198,15 @@ ENDPOINTS: tuple[Api, ...] = (
     ),
     Api(
         "GET",
+        "/api/systems/{system_id}/history",
+        audit.system_history,
+        "systems:read",
+        "A system's events, and its state as it was at a version or time",
+        response=History,
+        query=(AT,),
+    ),
+    Api(
+        "GET",
         "/api/systems/{system_id}/host-key",
         systems.get_host_key,
         "systems:read",
@@ -241,6 +257,15 @@ ENDPOINTS: tuple[Api, ...] = (
         ),
     ),
     Api("GET", "/api/jobs/{job_id}", jobs.get_job, "jobs:read", "Get a job", response=JobView),
+    Api(
+        "GET",
+        "/api/jobs/{job_id}/history",
+        audit.job_history,
+        "jobs:read",
+        "A job's events, and its state as it was at a version or time",
+        response=History,
+        query=(AT,),
+    ),
     Api(
         "POST",
         "/api/jobs/{job_id}/cancel",
