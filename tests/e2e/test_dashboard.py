@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from support.contract import http, wait_until
@@ -135,3 +136,20 @@ def test_detailed_health_reports_the_database_and_the_execution_engine(orca: Orc
     assert isinstance(database["active_connections"], int)
     assert database["active_connections"] >= 1
     assert body["components"] == {"database": "healthy", "execution_engine": "healthy"}
+
+
+def test_metrics_show_requests_and_orca_state_for_prometheus(orca: OrcaServer) -> None:
+    api = orca.client()
+    api.get("/api/jobs")
+    api.close()
+    text = httpx.get(f"{orca.base_url}/metrics", trust_env=False).text
+    assert 'orca_http_requests_total{handler="list_jobs",method="GET",status="200"}' in text
+    for name in (
+        'orca_executions{status="completed"}',
+        'orca_jobs{status="pending"}',
+        "orca_queue_depth",
+        "orca_projection_lag_events",
+        "orca_executor_slots_in_use",
+        "orca_http_request_duration_seconds_bucket",
+    ):
+        assert name in text, name

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -23,6 +24,7 @@ from orca.http.auth import (
     secured,
 )
 from orca.http.errors import EXCEPTION_HANDLERS
+from orca.http.metrics import Metrics, OrcaState, metrics
 from orca.http.middleware import RequestId
 from orca.http.openapi import openapi_document
 from orca.http.ratelimit import RateLimit
@@ -318,9 +320,16 @@ async def _openapi(request: Request) -> Response:
 
 def create_app(services: Services) -> Starlette:
     s = services.settings
+    registry = CollectorRegistry()
+    registry.register(OrcaState(services))
     app = Starlette(
-        routes=[*(_route(api) for api in ENDPOINTS), Route("/openapi.json", _openapi)],
+        routes=[
+            *(_route(api) for api in ENDPOINTS),
+            Route("/openapi.json", _openapi),
+            Route("/metrics", metrics),
+        ],
         middleware=[
+            Middleware(Metrics, registry=registry),
             Middleware(RequestId),
             Middleware(
                 RateLimit,
@@ -336,4 +345,5 @@ def create_app(services: Services) -> Starlette:
     app.state.tokens = Tokens(services.token_key)
     app.state.sessions = Sessions(services.queries, services.views)
     app.state.openapi = openapi_document(ENDPOINTS)
+    app.state.metrics = registry
     return app
