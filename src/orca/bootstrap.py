@@ -100,6 +100,11 @@ class Services:
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
+    def projection_lag(self) -> int:
+        """Events recorded that the read models do not show yet."""
+        head = self.app.recorder.max_notification_id() or 0
+        return max(0, head - (self.store.max_tracking_id(self.app.name) or 0))
+
     def start_projector(self) -> Projector:
         projector = Projector(self.app, self.store, self.events, self.views)
         self._spawn("projector", projector.run)

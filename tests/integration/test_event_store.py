@@ -6,6 +6,7 @@ import threading
 from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 
 from orca.application.executions import Outcome, finish_execution, start_execution
 from orca.application.jobs import CreateJob, create_job
@@ -207,3 +208,17 @@ def test_jobs_are_listed_newest_first_and_filtered(services: Services) -> None:
     assert (jobs, total) == ([], 0)
     _, total = services.queries.list_jobs(status=None, created_by="nobody", limit=50, offset=0)
     assert total == 0
+
+
+def test_an_event_that_cannot_be_projected_is_recorded_and_passed_over(
+    services: Services,
+) -> None:
+    settle(services, register(services, "before"))
+    services.app.recorder.insert_events(
+        [StoredEvent(originator_id=uuid4(), originator_version=1, topic="orca.Bogus", state=b"{}")]
+    )
+    after = register(services, "after")
+    settle(services, after)
+    assert services.queries.get_system(str(after.id)) is not None
+    assert services.queries.projection_failures() == 1
+    assert services.projection_lag() == 0

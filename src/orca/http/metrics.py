@@ -36,12 +36,15 @@ class OrcaState(Collector):
         yield GaugeMetricFamily(
             "orca_queue_depth", "Executions waiting to start", value=counts.executions.pending
         )
-        head = s.app.recorder.max_notification_id() or 0
-        projected = s.store.max_tracking_id(s.app.name) or 0
         yield GaugeMetricFamily(
             "orca_projection_lag_events",
             "Events recorded but not yet in the read models",
-            value=max(0, head - projected),
+            value=s.projection_lag(),
+        )
+        yield GaugeMetricFamily(
+            "orca_projection_failed_events",
+            "Events the read models passed over because they could not be projected",
+            value=s.queries.projection_failures(),
         )
         engine = s.workers.engine()
         yield GaugeMetricFamily("orca_workers", "Live workers", value=engine.workers)

@@ -19,6 +19,7 @@ from orca.http.schemas import (
     Engine,
     Health,
     HealthDetailed,
+    Projections,
 )
 
 SERVICE_NAME = "orca-job-orchestrator"
@@ -50,20 +51,38 @@ def _database(request: Request) -> DatabaseHealth:
     )
 
 
+def _projections(request: Request) -> Projections:
+    s = services(request)
+    return Projections(lag_events=s.projection_lag(), failed_events=s.queries.projection_failures())
+
+
 async def health_detailed(request: Request) -> Response:
     s = services(request)
     database = await run_in_threadpool(_database, request)
     engine = "unknown"
+    projections = None
     if database.status == "healthy":
         state = await run_in_threadpool(s.workers.engine)
         engine = "healthy" if state.workers else "unavailable"
+        projections = await run_in_threadpool(_projections, request)
     healthy = database.status == "healthy"
     body = HealthDetailed(
         status="healthy" if healthy else "unhealthy",
         service=SERVICE_NAME,
         version=__version__,
         database=database,
-        components=Components(database=database.status, execution_engine=engine),
+        components=Components(
+            database=database.status,
+            execution_engine=engine,
+            projections=(
+                "unknown"
+                if projections is None
+                else "degraded"
+                if projections.failed_events
+                else "healthy"
+            ),
+        ),
+        projections=projections,
     )
     return json(body, status=200 if healthy else 503)
 

@@ -178,6 +178,12 @@ class DatabaseHealth(msgspec.Struct):
 class Components(msgspec.Struct):
     database: str
     execution_engine: str
+    projections: str
+
+
+class Projections(msgspec.Struct):
+    lag_events: int
+    failed_events: int
 
 
 class HealthDetailed(msgspec.Struct):
@@ -186,6 +192,7 @@ class HealthDetailed(msgspec.Struct):
     version: str
     database: DatabaseHealth
     components: Components
+    projections: Projections | None
 
 
 class DashboardUser(msgspec.Struct):

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import (
+    InterfaceError,
+    Notification,
+    OperationalError,
+    Tracking,
+)
 
 from orca.application.app import OrcaApplication
 from orca.projections.beacon import Beacon
 from orca.projections.store import ReadStore
-from orca.projections.views import HANDLERS
+from orca.projections.views import HANDLERS, iso
 
 log = logging.getLogger(__name__)
 
 BATCH = 500
+# Errors of the database itself: wait and retry, never pass an event over for them.
+TRANSIENT = (OperationalError, InterfaceError)
 # Wake-ups come from saves and NOTIFY; this bounds the delay if one is ever missed.
 IDLE_RECHECK_SECONDS = 1.0
 
@@ -40,17 +49,49 @@ class Projector:
             if not notifications:
                 return applied
             last = notifications[-1].id
-            with self._store.write(Tracking(self._app.name, last)) as cur:
+            try:
+                self._apply(notifications)
+            except TRANSIENT:
+                raise
+            except Exception:
+                # One event of the batch cannot be projected: find it, one by one.
                 for notification in notifications:
-                    event = self._app.mapper.to_domain_event(notification)
-                    handler = HANDLERS.get(type(event))
-                    if handler is None:
-                        log.warning("no projection for event %s", notification.topic)
-                        continue
-                    handler(cur, event, notification.id)
+                    self._apply_or_record([notification])
             self.position = last
             applied += len(notifications)
             self._views.advance(last)
+
+    def _apply(self, notifications: Sequence[Notification]) -> None:
+        with self._store.write(Tracking(self._app.name, notifications[-1].id)) as cur:
+            for notification in notifications:
+                event = self._app.mapper.to_domain_event(notification)
+                handler = HANDLERS.get(type(event))
+                if handler is None:
+                    log.warning("no projection for event %s", notification.topic)
+                    continue
+                handler(cur, event, notification.id)
+
+    def _apply_or_record(self, notifications: Sequence[Notification]) -> None:
+        """An event that cannot be projected is recorded and passed over, so one bad event
+        never stops the read models; a database outage is not such an event."""
+        try:
+            self._apply(notifications)
+        except TRANSIENT:
+            raise
+        except Exception as error:
+            (notification,) = notifications
+            log.exception("event %s (%s) cannot be projected", notification.id, notification.topic)
+            with self._store.write(Tracking(self._app.name, notification.id)) as cur:
+                cur.execute(
+                    "INSERT INTO projection_failures (position, topic, error, failed_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (
+                        notification.id,
+                        notification.topic,
+                        f"{type(error).__name__}: {error}"[:2000],
+                        iso(datetime.now(UTC)),
+                    ),
+                )
 
     def run(self, stop: threading.Event) -> None:
         """Catch up, then wait for news, until ``stop`` is set."""

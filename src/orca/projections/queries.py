@@ -324,6 +324,11 @@ class Queries:
         )
         return SessionState(valid=valid, role=row["role"])
 
+    def projection_failures(self) -> int:
+        with self._store.read() as cur:
+            cur.execute("SELECT COUNT(*) AS n FROM projection_failures")
+            return _count(cur)
+
     def list_users(self) -> list[UserView]:
         with self._store.read() as cur:
             cur.execute(

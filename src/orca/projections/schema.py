@@ -81,6 +81,12 @@ TABLES = (
         expires_at TEXT NOT NULL,
         revoked BOOLEAN NOT NULL DEFAULT FALSE
     )""",
+    """CREATE TABLE IF NOT EXISTS projection_failures (
+        position BIGINT PRIMARY KEY,
+        topic TEXT NOT NULL,
+        error TEXT NOT NULL,
+        failed_at TEXT NOT NULL
+    )""",
     # Operational state, not history: each worker's heartbeat and load.
     """CREATE TABLE IF NOT EXISTS workers (
         id TEXT PRIMARY KEY,
