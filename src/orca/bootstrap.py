@@ -13,7 +13,14 @@ from pathlib import Path
 
 from orca.application.app import OrcaApplication
 from orca.application.audit import acting
-from orca.application.sealing import Sealer, derive_key, new_master_key, parse_master_key
+from orca.application.sealing import (
+    Sealer,
+    Vault,
+    derive_key,
+    new_master_key,
+    parse_master_key,
+    rotate_master_key,
+)
 from orca.application.users import ensure_admin
 from orca.config import ConfigError, Settings
 from orca.executor.remote import Remote
@@ -21,6 +28,7 @@ from orca.executor.runner import Executor, ExecutorSettings
 from orca.executor.ssh import SshLimits
 from orca.executor.winrm import WinrmLimits
 from orca.projections.beacon import Beacon
+from orca.projections.keys import SqlKeyStore
 from orca.projections.listener import PostgresListener
 from orca.projections.projector import Projector
 from orca.projections.queries import Queries
@@ -28,6 +36,8 @@ from orca.projections.store import VIEWS_CHANNEL, ReadStore, build_read_store
 from orca.projections.workers import Workers
 
 log = logging.getLogger(__name__)
+
+KEY_WRAPPING = "orca/system-credentials"
 
 
 def event_store_env(settings: Settings, *, create_tables: bool) -> dict[str, str]:
@@ -93,7 +103,7 @@ class Services:
     queries: Queries
     workers: Workers
     remote: Remote
-    sealer: Sealer
+    vault: Vault
     token_key: bytes
     events: Beacon
     views: Beacon
@@ -123,7 +133,7 @@ class Services:
         s = self.settings
         return Executor(
             app=self.app,
-            sealer=self.sealer,
+            vault=self.vault,
             queries=self.queries,
             workers=self.workers,
             remote=self.remote,
@@ -176,11 +186,33 @@ def build(settings: Settings, *, create_tables: bool = False) -> Services:
                 max_output_bytes=settings.max_output_bytes,
             ),
         ),
-        sealer=Sealer(derive_key(key, "orca/system-credentials")),
+        vault=Vault(Sealer(derive_key(key, KEY_WRAPPING)), SqlKeyStore(store)),
         token_key=derive_key(key, "orca/api-tokens"),
         events=events,
         views=Beacon(),
     )
+
+
+def rotate_secret_key(settings: Settings, new_key: str) -> int:
+    """Rewrap every data key with a key derived from ``new_key``; return how many.
+
+    The event log is untouched. A key Orca keeps in the data directory is replaced there;
+    an ``ORCA_SECRET_KEY`` must then be changed wherever Orca runs.
+    """
+    new = parse_master_key(new_key)
+    services = build(settings)
+    try:
+        old_wrapper = Sealer(derive_key(master_key(settings), KEY_WRAPPING))
+        count = rotate_master_key(
+            SqlKeyStore(services.store), old_wrapper, Sealer(derive_key(new, KEY_WRAPPING))
+        )
+    finally:
+        services.close()
+    if not settings.secret_key:
+        path = settings.data_dir / "secret.key"
+        path.unlink()
+        _write_private(path, new_key)
+    return count
 
 
 def migrate(settings: Settings) -> str | None:

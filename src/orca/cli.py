@@ -1,4 +1,4 @@
-"""orca serve | api | worker | projector | migrate | users | audit"""
+"""orca serve | api | worker | projector | migrate | users | audit | rotate-key"""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import uvicorn
 from orca import __version__
 from orca.application import users
 from orca.application.audit import AuditEntry, acting, as_json_line, read_log
-from orca.bootstrap import Services, build, migrate
+from orca.application.sealing import new_master_key
+from orca.bootstrap import Services, build, migrate, rotate_secret_key
 from orca.config import ConfigError, Settings
 from orca.domain.errors import DomainError, Invalid
 from orca.domain.user import ROLES
@@ -154,6 +155,25 @@ def _audit_row(item: AuditEntry) -> str:
     )
 
 
+def _rotate_key(settings: Settings, args: argparse.Namespace) -> int:
+    new_key = sys.stdin.readline().strip() if args.new_key_stdin else new_master_key()
+    try:
+        count = rotate_secret_key(settings, new_key)
+    except ValueError as error:
+        print(f"orca rotate-key: {error}", file=sys.stderr)
+        return 2
+    print(f"rewrapped {count} data keys.")
+    if settings.secret_key:
+        shown = "(the key you gave)" if args.new_key_stdin else new_key
+        print(
+            f"Now set ORCA_SECRET_KEY={shown} for every Orca process and restart them."
+            " API tokens signed with the old key stop working."
+        )
+    else:
+        print(f"{settings.data_dir / 'secret.key'} holds the new key. Restart Orca.")
+    return 0
+
+
 def _users(settings: Settings, args: argparse.Namespace) -> int:
     _print_admin_password(migrate(settings))
     services = build(settings)
@@ -180,6 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("projector", help="keeps the read models up to date (PostgreSQL)")
     commands.add_parser("migrate", help="create tables and the first admin, then exit")
     _users_parser(commands.add_parser("users", help="manage who may use the API"))
+    rotate = commands.add_parser(
+        "rotate-key", help="move the sealed secrets to a new ORCA_SECRET_KEY"
+    )
+    rotate.add_argument(
+        "--new-key-stdin", action="store_true", help="read the new key from standard input"
+    )
     audit = commands.add_parser("audit", help="print the event log: who did what, when")
     audit.add_argument("--after", type=int, default=0, help="start after this log position")
     audit.add_argument("--follow", action="store_true", help="keep printing new events")
@@ -204,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _users(settings, args)
     if args.command == "audit":
         return _audit(settings, args)
+    if args.command == "rotate-key":
+        return _rotate_key(settings, args)
     if args.command == "migrate":
         _print_admin_password(migrate(settings))
     elif args.command == "serve":

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from orca.application.sealing import Sealer, SealError, derive_key, parse_master_key
+from orca.application.sealing import SealError
+from orca.bootstrap import Services, build
 from support.contract import dump_database, http, wait_until
 from support.server import ApiClient, OrcaServer
 from support.sshd import SshdHost
@@ -120,13 +121,16 @@ def test_a_canary_password_appears_nowhere_but_sealed(
     assert leaks(dump.events) == []
 
     # ...and the raw events do hold both passwords, sealed for this very system.
-    key = derive_key(parse_master_key(orca.settings.secret_key or ""), "orca/system-credentials")
     opened = []
-    for sealed in SEALED.findall(dump.events):
-        try:
-            opened.append(Sealer(key).open(sealed.decode(), uuid.UUID(system["id"]).bytes))
-        except SealError:
-            continue  # another system's credentials
+    services = build(orca.settings)
+    try:
+        for sealed in SEALED.findall(dump.events):
+            try:
+                opened.append(services.vault.open(uuid.UUID(system["id"]), sealed.decode()))
+            except SealError:
+                continue  # another system's credentials
+    finally:
+        services.close()
     assert any(WRONG.encode() in plain for plain in opened)
     assert any(REAL.encode() in plain for plain in opened)
 
@@ -144,6 +148,23 @@ def test_a_deleted_systems_history_keeps_no_plaintext_either(
         },
     )
     assert created.status_code == 201
-    assert api.http.delete(f"/api/systems/{created.json()['id']}").status_code == 200
-    dump = wait_until(lambda: dump_database(orca.settings))
-    assert leaks(dump.events) == [] and not any(leaks(rows) for rows in dump.views.values())
+    system_id = uuid.UUID(created.json()["id"])
+    services = build(orca.settings)
+    try:
+        sealed = SEALED.findall(dump_database(orca.settings).events)
+        assert any(WRONG.encode() in _try_open(services, system_id, s) for s in sealed)
+        assert api.http.delete(f"/api/systems/{system_id}").status_code == 200
+        dump = wait_until(lambda: dump_database(orca.settings))
+        assert leaks(dump.events) == [] and not any(leaks(rows) for rows in dump.views.values())
+        # Crypto-shredding: the sealed copies are still in the log, and open no more.
+        assert SEALED.findall(dump.events)
+        assert not any(_try_open(services, system_id, s) for s in SEALED.findall(dump.events))
+    finally:
+        services.close()
+
+
+def _try_open(services: Services, system_id: uuid.UUID, sealed: bytes) -> bytes:
+    try:
+        return services.vault.open(system_id, sealed.decode())
+    except SealError:
+        return b""

@@ -20,7 +20,7 @@ CANARY = "canary-pw-5b1e0c"
 def register(services: Services, name: str = "web-01", password: str = CANARY) -> Saved:
     return register_system(
         services.app,
-        services.sealer,
+        services.vault,
         RegisterSystem(
             name=name,
             hostname="127.0.0.1",
@@ -77,7 +77,7 @@ def test_sealed_credentials_open_again_for_the_executor(services: Services) -> N
     system = register(services)
     job = new_job(services, system.id)
     (execution_id,) = services.app.repository.get(job.id).execution_ids
-    work = start_execution(services.app, services.sealer, execution_id, worker_id="w1")
+    work = start_execution(services.app, services.vault, execution_id, worker_id="w1")
     assert work is not None and work.connection.credentials.password == CANARY
 
 
@@ -135,9 +135,7 @@ def test_an_execution_is_claimed_by_exactly_one_worker(services: Services) -> No
     claims: list[object] = []
 
     def claim(worker: str) -> None:
-        claims.append(
-            start_execution(services.app, services.sealer, execution_id, worker_id=worker)
-        )
+        claims.append(start_execution(services.app, services.vault, execution_id, worker_id=worker))
 
     threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(6)]
     for t in threads:
@@ -151,14 +149,14 @@ def test_job_status_follows_its_executions(services: Services) -> None:
     a, b = register(services, "a"), register(services, "b")
     job = new_job(services, a.id, b.id)
     first, second = services.app.repository.get(job.id).execution_ids
-    start_execution(services.app, services.sealer, first, worker_id="w")
+    start_execution(services.app, services.vault, first, worker_id="w")
     settle(services, services.app.recorder.max_notification_id())
     assert services.queries.get_job(str(job.id)).status == "running"  # type: ignore[union-attr]
 
     finish_execution(
         services.app, first, Outcome(status="completed", exit_code=0, stdout="deploy\n")
     )
-    start_execution(services.app, services.sealer, second, worker_id="w")
+    start_execution(services.app, services.vault, second, worker_id="w")
     position = finish_execution(
         services.app, second, Outcome(status="failed", exit_code=3, stderr="boom")
     )
@@ -180,7 +178,7 @@ def test_a_restarted_projector_applies_nothing_twice(services: Services) -> None
     system = register(services)
     job = new_job(services, system.id)
     (execution_id,) = services.app.repository.get(job.id).execution_ids
-    start_execution(services.app, services.sealer, execution_id, worker_id="w")
+    start_execution(services.app, services.vault, execution_id, worker_id="w")
     settle(services, finish_execution(services.app, execution_id, Outcome(status="completed")))
     services.close()
 

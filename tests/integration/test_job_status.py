@@ -30,7 +30,7 @@ def orca() -> Iterator[tuple[Services, list[object]]]:
         systems = [
             register_system(
                 services.app,
-                services.sealer,
+                services.vault,
                 RegisterSystem(
                     name=f"s{i}",
                     hostname="127.0.0.1",
@@ -76,7 +76,7 @@ def test_job_status_is_derived_from_execution_states(
     for execution_id, target in steps:
         if target == "pending":
             continue
-        start_execution(services.app, services.sealer, execution_id, worker_id="w")
+        start_execution(services.app, services.vault, execution_id, worker_id="w")
         position = services.app.recorder.max_notification_id()
         if target in FINAL:
             position = finish_execution(services.app, execution_id, Outcome(status=target))  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from orca.application.app import OrcaApplication
-from orca.application.sealing import Sealer
+from orca.application.sealing import Vault
 from orca.application.systems import Credentials, open_credentials
 from orca.domain.errors import Conflict, NotFound
 from orca.domain.job import Execution, ExecutionStatus, Job
@@ -44,14 +44,14 @@ class Work:
     connection: Connection
 
 
-def _connection(sealer: Sealer, system: System) -> Connection:
+def _connection(vault: Vault, system: System) -> Connection:
     return Connection(
         system_id=system.id,
         system_type=system.system_type,
         hostname=system.hostname,
         port=system.port,
         username=system.username,
-        credentials=open_credentials(sealer, system),
+        credentials=open_credentials(vault, system),
         host_key=system.host_key,
         winrm_transport=system.winrm_transport,
         use_https=system.use_https,
@@ -59,11 +59,11 @@ def _connection(sealer: Sealer, system: System) -> Connection:
     )
 
 
-def connection_of(app: OrcaApplication, sealer: Sealer, system_id: UUID) -> Connection:
+def connection_of(app: OrcaApplication, vault: Vault, system_id: UUID) -> Connection:
     system = app.get(System, system_id, "system")
     if system.is_deleted:
         raise NotFound(f"system {system_id} not found")
-    return _connection(sealer, system)
+    return _connection(vault, system)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +78,7 @@ class Outcome:
 
 
 def start_execution(
-    app: OrcaApplication, sealer: Sealer, execution_id: UUID, *, worker_id: str
+    app: OrcaApplication, vault: Vault, execution_id: UUID, *, worker_id: str
 ) -> Work | None:
     """Claim a pending execution for this worker; None if it is no longer pending.
 
@@ -102,7 +102,7 @@ def start_execution(
         job_id=job.id,
         command=job.command,
         timeout_seconds=job.timeout_seconds,
-        connection=_connection(sealer, system),
+        connection=_connection(vault, system),
     )
 
 

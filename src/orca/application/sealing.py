@@ -10,6 +10,9 @@ import base64
 import binascii
 import os
 import secrets
+from collections.abc import Callable
+from typing import Protocol
+from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -68,3 +71,47 @@ class Sealer:
             return self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], context)
         except (binascii.Error, InvalidTag) as error:
             raise SealError("sealed value does not open with this ORCA_SECRET_KEY") from error
+
+
+class KeyStore(Protocol):
+    """Wrapped data keys, one per owner, kept outside the event log so they can be destroyed."""
+
+    def get(self, owner: UUID) -> str | None: ...
+    def add(self, owner: UUID, wrapped: str) -> None: ...  # keeps an existing key
+    def delete(self, owner: UUID) -> None: ...
+    def rewrap(self, change: Callable[[UUID, str], str]) -> int: ...
+
+
+class Vault:
+    """Envelope encryption: each owner (a system) has its own data key, wrapped by the key
+    derived from ``ORCA_SECRET_KEY``. Destroying an owner's data key destroys every copy of
+    its secrets in the event log at once (crypto-shredding); rotating the master key rewraps
+    the data keys and leaves the log as it is."""
+
+    def __init__(self, key_wrapper: Sealer, keys: KeyStore) -> None:
+        self._wrapper = key_wrapper
+        self._keys = keys
+
+    def _data_key(self, owner: UUID, *, create: bool) -> Sealer:
+        wrapped = self._keys.get(owner)
+        if wrapped is None:
+            if not create:
+                raise SealError(f"the secrets of {owner} were destroyed")
+            self._keys.add(owner, self._wrapper.seal(secrets.token_bytes(32), owner.bytes))
+            wrapped = self._keys.get(owner)
+            assert wrapped is not None
+        return Sealer(self._wrapper.open(wrapped, owner.bytes))
+
+    def seal(self, owner: UUID, plaintext: bytes) -> str:
+        return self._data_key(owner, create=True).seal(plaintext, owner.bytes)
+
+    def open(self, owner: UUID, sealed: str) -> bytes:
+        return self._data_key(owner, create=False).open(sealed, owner.bytes)
+
+    def shred(self, owner: UUID) -> None:
+        self._keys.delete(owner)
+
+
+def rotate_master_key(keys: KeyStore, old: Sealer, new: Sealer) -> int:
+    """Rewrap every data key from the old master key to the new one; return how many."""
+    return keys.rewrap(lambda owner, wrapped: new.seal(old.open(wrapped, owner.bytes), owner.bytes))

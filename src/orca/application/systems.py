@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from orca.application.app import OrcaApplication
-from orca.application.sealing import Sealer
+from orca.application.sealing import Vault
 from orca.domain.errors import NotFound
 from orca.domain.index import NameIndex, index_id
 from orca.domain.job import Execution
@@ -62,12 +62,12 @@ class Saved:
     position: int
 
 
-def seal_credentials(sealer: Sealer, system_id: UUID, credentials: Credentials) -> str:
-    return sealer.seal(json.dumps(asdict(credentials)).encode(), system_id.bytes)
+def seal_credentials(vault: Vault, system_id: UUID, credentials: Credentials) -> str:
+    return vault.seal(system_id, json.dumps(asdict(credentials)).encode())
 
 
-def open_credentials(sealer: Sealer, system: System) -> Credentials:
-    return Credentials(**json.loads(sealer.open(system.sealed_credentials, system.id.bytes)))
+def open_credentials(vault: Vault, system: System) -> Credentials:
+    return Credentials(**json.loads(vault.open(system.id, system.sealed_credentials)))
 
 
 def _claim_name(app: OrcaApplication, name: str, system_id: UUID) -> NameIndex:
@@ -84,7 +84,7 @@ def _release_name(app: OrcaApplication, name: str) -> NameIndex:
     return index
 
 
-def register_system(app: OrcaApplication, sealer: Sealer, cmd: RegisterSystem, *, by: str) -> Saved:
+def register_system(app: OrcaApplication, vault: Vault, cmd: RegisterSystem, *, by: str) -> Saved:
     system_id = uuid4()
     index = _claim_name(app, cmd.name, system_id)
     system = System(  # type: ignore[call-arg]  # ``id`` is declared on the class
@@ -94,7 +94,7 @@ def register_system(app: OrcaApplication, sealer: Sealer, cmd: RegisterSystem, *
         port=cmd.port,
         system_type=cmd.system_type,
         username=cmd.username,
-        sealed_credentials=seal_credentials(sealer, system_id, cmd.credentials),
+        sealed_credentials=seal_credentials(vault, system_id, cmd.credentials),
         description=cmd.description,
         host_key=cmd.host_key,
         registered_by=by,
@@ -107,7 +107,7 @@ def register_system(app: OrcaApplication, sealer: Sealer, cmd: RegisterSystem, *
 
 
 def update_system(
-    app: OrcaApplication, sealer: Sealer, system_id: UUID, cmd: UpdateSystem, *, by: str
+    app: OrcaApplication, vault: Vault, system_id: UUID, cmd: UpdateSystem, *, by: str
 ) -> Saved:
     system = app.get(System, system_id, "system")
     if system.is_deleted:
@@ -134,8 +134,8 @@ def update_system(
         if v is not None
     }
     if given:
-        credentials = replace(open_credentials(sealer, system), **given)
-        changes["sealed_credentials"] = seal_credentials(sealer, system.id, credentials)
+        credentials = replace(open_credentials(vault, system), **given)
+        changes["sealed_credentials"] = seal_credentials(vault, system.id, credentials)
     indexes: list[NameIndex] = []
     if cmd.name is not None and index_id(SYSTEM_NAME, cmd.name) != index_id(
         SYSTEM_NAME, system.name
@@ -148,7 +148,9 @@ def update_system(
     return Saved(system.id, app.commit([*indexes, system], conflict=taken))
 
 
-def delete_system(app: OrcaApplication, system_id: UUID, unfinished: list[UUID], *, by: str) -> int:
+def delete_system(
+    app: OrcaApplication, vault: Vault, system_id: UUID, unfinished: list[UUID], *, by: str
+) -> int:
     """Delete a system; its pending executions are cancelled and running ones killed.
 
     ``unfinished`` names the system's executions that may still be pending or running; each
@@ -159,10 +161,12 @@ def delete_system(app: OrcaApplication, system_id: UUID, unfinished: list[UUID],
     executions = [app.get(Execution, e, "execution") for e in unfinished]
     for execution in executions:
         execution.cancel(reason=f"system {system.name} was deleted")
-    return app.commit(
+    position = app.commit(
         [_release_name(app, system.name), system, *executions],
         conflict="the system or one of its executions changed concurrently; try again",
     )
+    vault.shred(system.id)  # every sealed copy of its credentials in the log is now noise
+    return position
 
 
 def record_health(

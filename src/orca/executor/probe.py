@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from orca.application.executions import connection_of
-from orca.application.sealing import Sealer
+from orca.application.sealing import Vault
 from orca.application.systems import record_health
 from orca.executor.remote import Remote
 
@@ -27,9 +27,9 @@ class ProbeResult:
     position: int = 0
 
 
-async def test_connection(remote: Remote, sealer: Sealer, system_id: UUID) -> ProbeResult:
+async def test_connection(remote: Remote, vault: Vault, system_id: UUID) -> ProbeResult:
     """Run the probe commands, record ``System.HealthChecked`` and return what was seen."""
-    connection = await asyncio.to_thread(connection_of, remote.app, sealer, system_id)
+    connection = await asyncio.to_thread(connection_of, remote.app, vault, system_id)
     started = time.perf_counter()
     outcome = await remote.run(
         connection, PROBES[connection.system_type], timeout=PROBE_TIMEOUT_SECONDS

@@ -23,7 +23,7 @@ from orca.application.executions import (
     finish_execution,
     start_execution,
 )
-from orca.application.sealing import Sealer
+from orca.application.sealing import Vault
 from orca.executor.probe import test_connection
 from orca.executor.remote import Remote
 from orca.projections.beacon import Beacon
@@ -54,7 +54,7 @@ class Executor:
         self,
         *,
         app: OrcaApplication,
-        sealer: Sealer,
+        vault: Vault,
         queries: Queries,
         workers: Workers,
         remote: Remote,
@@ -62,7 +62,7 @@ class Executor:
         settings: ExecutorSettings,
     ) -> None:
         self._app = app
-        self._sealer = sealer
+        self._vault = vault
         self._queries = queries
         self._workers = workers
         self._cancelling: set[str] = set()
@@ -134,7 +134,7 @@ class Executor:
         async def check(system_id: str) -> None:
             async with gate:
                 try:
-                    result = await test_connection(self._remote, self._sealer, UUID(system_id))
+                    result = await test_connection(self._remote, self._vault, UUID(system_id))
                 except Exception:
                     log.warning("health check of system %s failed", system_id, exc_info=True)
                     return
@@ -185,7 +185,7 @@ class Executor:
             work = await asyncio.to_thread(
                 start_execution,
                 self._app,
-                self._sealer,
+                self._vault,
                 UUID(execution_id),
                 worker_id=self._settings.worker_id,
             )

@@ -101,9 +101,7 @@ def _command(body: SystemCreate) -> RegisterSystem:
 async def create_system(request: Request, principal: Principal) -> Response:
     command = _command(decode(await request.body(), _system_create))
     s = services(request)
-    saved = await run_in_threadpool(
-        register_system, s.app, s.sealer, command, by=principal.username
-    )
+    saved = await run_in_threadpool(register_system, s.app, s.vault, command, by=principal.username)
     await settle(request, saved.position)
     view = await run_in_threadpool(s.queries.get_system, str(saved.id))
     return json(found(view, "system", str(saved.id)), status=201)
@@ -134,7 +132,7 @@ async def update(request: Request, principal: Principal) -> Response:
     saved = await run_in_threadpool(
         update_system,
         s.app,
-        s.sealer,
+        s.vault,
         UUID(system_id),
         UpdateSystem(
             name=body.name,
@@ -161,6 +159,7 @@ async def delete(request: Request, principal: Principal) -> Response:
     position = await run_in_threadpool(
         delete_system,
         s.app,
+        s.vault,
         UUID(system_id),
         [UUID(e) for e in unfinished],
         by=principal.username,
@@ -172,7 +171,7 @@ async def delete(request: Request, principal: Principal) -> Response:
 async def test(request: Request, principal: Principal) -> Response:
     system_id = path_id(request, "system_id")
     s = services(request)
-    result = await test_connection(s.remote, s.sealer, UUID(system_id))
+    result = await test_connection(s.remote, s.vault, UUID(system_id))
     await settle(request, result.position)
     info = (
         SystemInfo(whoami_output=result.whoami, hostname=result.hostname, os_info=result.os_info)

@@ -87,6 +87,12 @@ TABLES = (
         error TEXT NOT NULL,
         failed_at TEXT NOT NULL
     )""",
+    # Data keys of the vault: deleting a row destroys a system's secrets in the event log.
+    """CREATE TABLE IF NOT EXISTS data_keys (
+        owner TEXT PRIMARY KEY,
+        wrapped TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
     # Operational state, not history: each worker's heartbeat and load.
     """CREATE TABLE IF NOT EXISTS workers (
         id TEXT PRIMARY KEY,
