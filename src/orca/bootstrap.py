@@ -29,6 +29,7 @@ from orca.executor.ssh import SshLimits
 from orca.executor.winrm import WinrmLimits
 from orca.projections.beacon import Beacon
 from orca.projections.keys import SqlKeyStore
+from orca.projections.leader import Leadership
 from orca.projections.listener import PostgresListener
 from orca.projections.projector import Projector
 from orca.projections.queries import Queries
@@ -117,7 +118,8 @@ class Services:
 
     def start_projector(self) -> Projector:
         projector = Projector(self.app, self.store, self.events, self.views)
-        self._spawn("projector", projector.run)
+        leadership = Leadership(self.settings.postgres)
+        self._spawn("projector", lambda stop: projector.run(stop, leadership))
         return projector
 
     def start_listener(self) -> None:

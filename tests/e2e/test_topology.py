@@ -200,3 +200,29 @@ def test_a_scheduled_job_survives_a_restart_and_runs_once(
     finally:
         api.close()
         server.stop()
+
+
+def test_a_standby_projector_takes_over_when_the_leader_dies(
+    cluster_settings: Settings, sshd_host: SshdHost
+) -> None:
+    api_process = process(cluster_settings, "api", "api")
+    leader = process(cluster_settings, "projector", "projector-1")
+    time.sleep(1)  # the first one takes the lock
+    standby = process(cluster_settings, "projector", "projector-2")
+    worker = process(cluster_settings, "worker", "worker")
+    api = api_process.client()
+    try:
+        (system,) = register_systems(api, sshd_host, 1)
+        first = api.post("/api/jobs", {"name": "a", "command": "true", "system_ids": [system]})
+        assert api.wait_for_job(first.json()["id"])["status"] == "completed"
+        leader.kill()
+        second = api.post("/api/jobs", {"name": "b", "command": "true", "system_ids": [system]})
+        assert second.status_code == 201, second.text
+        assert api.wait_for_job(second.json()["id"])["status"] == "completed"
+        assert (
+            "another projector leads" in (cluster_settings.data_dir / "projector-2.log").read_text()
+        )
+    finally:
+        api.close()
+        for p in (api_process, leader, standby, worker):
+            p.stop()

@@ -220,3 +220,20 @@ def test_an_event_that_cannot_be_projected_is_recorded_and_passed_over(
     assert services.queries.get_system(str(after.id)) is not None
     assert services.queries.projection_failures() == 1
     assert services.projection_lag() == 0
+
+
+def test_a_second_projector_on_the_same_store_applies_nothing_twice(services: Services) -> None:
+    settle(services, register(services, "first"))
+    other = build(services.settings)
+    try:
+        behind = other.start_projector()
+        saved = register(services, "second")
+        settle(services, saved)
+        behind.position = 0  # as if it had slept through everything
+        behind.catch_up()
+        _, total = services.queries.list_systems(active=None, system_type=None, limit=9, offset=0)
+        assert total == 2
+        assert services.queries.counts().systems.total == 2
+        assert services.queries.projection_failures() == 0
+    finally:
+        other.close()

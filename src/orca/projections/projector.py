@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from eventsourcing.persistence import (
+    IntegrityError,
     InterfaceError,
     Notification,
     OperationalError,
@@ -16,6 +17,7 @@ from eventsourcing.persistence import (
 
 from orca.application.app import OrcaApplication
 from orca.projections.beacon import Beacon
+from orca.projections.leader import Leadership
 from orca.projections.store import ReadStore
 from orca.projections.views import HANDLERS, iso
 
@@ -51,6 +53,10 @@ class Projector:
             last = notifications[-1].id
             try:
                 self._apply(notifications)
+            except IntegrityError:
+                # Another projector applied these first: carry on from where it got to.
+                self.position = self._store.max_tracking_id(self._app.name) or 0
+                continue
             except TRANSIENT:
                 raise
             except Exception:
@@ -76,7 +82,7 @@ class Projector:
         never stops the read models; a database outage is not such an event."""
         try:
             self._apply(notifications)
-        except TRANSIENT:
+        except (IntegrityError, *TRANSIENT):
             raise
         except Exception as error:
             (notification,) = notifications
@@ -93,14 +99,17 @@ class Projector:
                     ),
                 )
 
-    def run(self, stop: threading.Event) -> None:
-        """Catch up, then wait for news, until ``stop`` is set."""
+    def run(self, stop: threading.Event, leadership: Leadership) -> None:
+        """While leading: catch up, then wait for news; until ``stop`` is set."""
         while not stop.is_set():
-            news = self._events.changes
-            try:
-                self.catch_up()
-            except Exception:
-                log.exception("projection failed; retrying")
-                stop.wait(IDLE_RECHECK_SECONDS)
-                continue
-            self._events.wait_change(news, IDLE_RECHECK_SECONDS)
+            with leadership.held(stop) as leading:
+                self.position = self._store.max_tracking_id(self._app.name) or 0
+                while leading and not stop.is_set() and leadership.still_leading():
+                    news = self._events.changes
+                    try:
+                        self.catch_up()
+                    except Exception:
+                        log.exception("projection failed; retrying")
+                        stop.wait(IDLE_RECHECK_SECONDS)
+                        continue
+                    self._events.wait_change(news, IDLE_RECHECK_SECONDS)
