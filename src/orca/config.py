@@ -7,9 +7,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import limits
+import psycopg
 
 
 class ConfigError(ValueError):
@@ -43,6 +45,18 @@ class PostgresDsn:
     user: str
     password: str
     dbname: str
+
+    def connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """A connection of its own, outside the pools (LISTEN, advisory locks)."""
+        return psycopg.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=self.dbname,
+            autocommit=True,
+            connect_timeout=5,
+        )
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,10 @@ def login(
         expires_at=datetime.now(UTC) + session_max,
     )
     position = app.commit([session], conflict="session id collision")
+    return _login(user, session, position)
+
+
+def _login(user: User, session: Session, position: int) -> Login:
     return Login(
         principal=Principal(
             username=user.username,
@@ -171,17 +175,7 @@ def refresh(app: OrcaApplication, session_id: UUID, presented: str) -> Login | i
         return 0
     if session.revoked:
         return position
-    return Login(
-        principal=Principal(
-            username=user.username,
-            role=user.role,
-            session_id=session.id,
-            credentials_version=user.credentials_version,
-        ),
-        refresh_id=session.refresh_id,
-        expires_at=session.expires_at,
-        position=position,
-    )
+    return _login(user, session, position)
 
 
 def logout(app: OrcaApplication, session_id: UUID) -> int | None:

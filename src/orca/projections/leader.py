@@ -35,15 +35,7 @@ class Leadership:
             return
         while not stop.is_set():
             try:
-                conn = psycopg.connect(
-                    host=self._dsn.host,
-                    port=self._dsn.port,
-                    user=self._dsn.user,
-                    password=self._dsn.password,
-                    dbname=self._dsn.dbname,
-                    autocommit=True,
-                    connect_timeout=5,
-                )
+                conn = self._dsn.connect()
             except psycopg.Error as error:
                 log.warning("projector cannot reach PostgreSQL (%s)", error)
                 stop.wait(RETRY_SECONDS)

@@ -30,15 +30,7 @@ class PostgresListener:
         failures = 0
         while not stop.is_set():
             try:
-                with psycopg.connect(
-                    host=self._dsn.host,
-                    port=self._dsn.port,
-                    user=self._dsn.user,
-                    password=self._dsn.password,
-                    dbname=self._dsn.dbname,
-                    autocommit=True,
-                    connect_timeout=5,
-                ) as conn:
+                with self._dsn.connect() as conn:
                     for channel in self._beacons:
                         conn.execute(f'LISTEN "{channel}"')
                     failures = 0
