@@ -1,4 +1,4 @@
-"""orca serve | api | worker | projector | migrate | users | audit | rotate-key"""
+"""orca serve | api | worker | projector | migrate | users | audit | rebuild | rotate-key"""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import getpass
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 import msgspec
@@ -23,6 +24,7 @@ from orca.domain.errors import DomainError, Invalid
 from orca.domain.user import ROLES
 from orca.http.app import create_app
 from orca.projections.projector import Projector
+from orca.projections.rebuild import rebuild
 
 log = logging.getLogger("orca")
 
@@ -155,6 +157,34 @@ def _audit_row(item: AuditEntry) -> str:
     )
 
 
+def _rebuild(settings: Settings) -> int:
+    services = build(settings)
+
+    def progress(done: int, total: int, seconds: float) -> None:
+        rate = done / seconds if seconds > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else 0.0
+        width = 30
+        filled = int(width * done / total) if total else width
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} events"
+            f"  {rate:,.0f} events/s  ETA {eta:,.0f} s "
+        )
+        sys.stderr.flush()
+
+    started = time.monotonic()
+    try:
+        applied = rebuild(services.app, settings.postgres, settings.sqlite_path, progress)
+    finally:
+        services.close()
+    seconds = time.monotonic() - started
+    sys.stderr.write("\n")
+    print(
+        f"rebuilt the read models from {applied} events in {seconds:.1f} s"
+        f" ({applied / seconds if seconds else 0:,.0f} events/s); switched in."
+    )
+    return 0
+
+
 def _rotate_key(settings: Settings, args: argparse.Namespace) -> int:
     new_key = sys.stdin.readline().strip() if args.new_key_stdin else new_master_key()
     try:
@@ -206,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rotate.add_argument(
         "--new-key-stdin", action="store_true", help="read the new key from standard input"
     )
+    commands.add_parser(
+        "rebuild", help="rebuild the read models from the first event, then switch them in"
+    )
     audit = commands.add_parser("audit", help="print the event log: who did what, when")
     audit.add_argument("--after", type=int, default=0, help="start after this log position")
     audit.add_argument("--follow", action="store_true", help="keep printing new events")
@@ -230,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _users(settings, args)
     if args.command == "audit":
         return _audit(settings, args)
+    if args.command == "rebuild":
+        return _rebuild(settings)
     if args.command == "rotate-key":
         return _rotate_key(settings, args)
     if args.command == "migrate":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from eventsourcing.persistence import (
@@ -18,7 +18,7 @@ from eventsourcing.persistence import (
 from orca.application.app import OrcaApplication
 from orca.projections.beacon import Beacon
 from orca.projections.leader import Leadership
-from orca.projections.store import ReadStore
+from orca.projections.store import ReadStore, StalePosition
 from orca.projections.views import HANDLERS, iso
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Projector:
         self.position = store.max_tracking_id(app.name) or 0
         views.advance(self.position)
 
-    def catch_up(self) -> int:
+    def catch_up(self, on_batch: Callable[[int], None] | None = None) -> int:
         """Apply every event recorded so far; return how many were applied."""
         applied = 0
         while True:
@@ -53,8 +53,8 @@ class Projector:
             last = notifications[-1].id
             try:
                 self._apply(notifications)
-            except IntegrityError:
-                # Another projector applied these first: carry on from where it got to.
+            except (IntegrityError, StalePosition):
+                # Another projector (or a rebuild) got there first: go on from where it is.
                 self.position = self._store.max_tracking_id(self._app.name) or 0
                 continue
             except TRANSIENT:
@@ -63,12 +63,16 @@ class Projector:
                 # One event of the batch cannot be projected: find it, one by one.
                 for notification in notifications:
                     self._apply_or_record([notification])
+                    self.position = notification.id
             self.position = last
             applied += len(notifications)
             self._views.advance(last)
+            if on_batch is not None:
+                on_batch(last)
 
     def _apply(self, notifications: Sequence[Notification]) -> None:
-        with self._store.write(Tracking(self._app.name, notifications[-1].id)) as cur:
+        tracking = Tracking(self._app.name, notifications[-1].id)
+        with self._store.write(tracking, after=self.position) as cur:
             for notification in notifications:
                 event = self._app.mapper.to_domain_event(notification)
                 handler = HANDLERS.get(type(event))
@@ -82,12 +86,14 @@ class Projector:
         never stops the read models; a database outage is not such an event."""
         try:
             self._apply(notifications)
-        except (IntegrityError, *TRANSIENT):
+        except (IntegrityError, StalePosition, *TRANSIENT):
             raise
         except Exception as error:
             (notification,) = notifications
             log.exception("event %s (%s) cannot be projected", notification.id, notification.topic)
-            with self._store.write(Tracking(self._app.name, notification.id)) as cur:
+            with self._store.write(
+                Tracking(self._app.name, notification.id), after=self.position
+            ) as cur:
                 cur.execute(
                     "INSERT INTO projection_failures (position, topic, error, failed_at)"
                     " VALUES (?, ?, ?, ?)",

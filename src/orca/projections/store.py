@@ -21,6 +21,12 @@ from orca.projections.schema import TABLES
 
 Row = Any  # sqlite3.Row or a psycopg dict row: both are read by column name
 VIEWS_CHANNEL = "orca_views"
+TRACKING_TABLE = "orca_tracking"  # PostgreSQL's; SQLite's is the library's ``tracking``
+SWITCH_LOCK = 0x6F726362  # each batch holds it shared; a rebuild's switch, exclusively
+
+
+class StalePosition(Exception):
+    """The read models moved on without this projector (another one, or a rebuild)."""
 
 
 class Cursor(Protocol):
@@ -37,7 +43,9 @@ class ReadStore(Protocol):
 
     def create_table(self) -> None: ...
     def max_tracking_id(self, application_name: str) -> int | None: ...
-    def write(self, tracking: Tracking) -> AbstractContextManager[Cursor]: ...
+    def write(
+        self, tracking: Tracking, after: int | None = None
+    ) -> AbstractContextManager[Cursor]: ...
     def direct(self) -> AbstractContextManager[Cursor]: ...
     def active_connections(self) -> int: ...
     def read(self) -> AbstractContextManager[Cursor]: ...
@@ -58,9 +66,20 @@ class _Views:
     @abstractmethod
     def _track(self, cursor: Any, tracking: Tracking) -> None: ...
 
+    @abstractmethod
+    def _position(self, cursor: Any, application_name: str) -> int | None: ...
+
+    def _begin_batch(self, cursor: Any) -> None:
+        """Called first in every batch transaction."""
+
     @contextmanager
-    def write(self, tracking: Tracking) -> Iterator[Cursor]:
+    def write(self, tracking: Tracking, after: int | None = None) -> Iterator[Cursor]:
+        """A batch: rows and the new position in one transaction. With ``after``, the batch
+        applies only if the models still stand exactly there (else ``StalePosition``)."""
         with self._cursor(commit=True) as raw:
+            self._begin_batch(raw)
+            if after is not None and (self._position(raw, tracking.application_name) or 0) != after:
+                raise StalePosition(tracking.application_name)
             yield self._wrap(raw)
             self._track(raw, tracking)
 
@@ -99,6 +118,9 @@ class SQLiteReadStore(_Views, SQLiteTrackingRecorder):
     def _track(self, cursor: Any, tracking: Tracking) -> None:
         self._insert_tracking(cursor, tracking)
 
+    def _position(self, cursor: Any, application_name: str) -> int | None:
+        return self._max_tracking_id(application_name, cursor)
+
 
 @lru_cache(maxsize=512)
 def _to_pyformat(sql: str) -> str:
@@ -135,7 +157,7 @@ class PostgresReadStore(_Views, PostgresTrackingRecorder):
         return int(row["n"]) if row else 0
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
-        super().__init__(datastore, tracking_table_name="orca_tracking", **kwargs)
+        super().__init__(datastore, tracking_table_name=TRACKING_TABLE, **kwargs)
         self.sql_create_statements.extend(Composed([SQL(s)]) for s in self._view_statements())
 
     def _cursor(self, *, commit: bool) -> AbstractContextManager[Any]:
@@ -143,6 +165,12 @@ class PostgresReadStore(_Views, PostgresTrackingRecorder):
 
     def _wrap(self, cursor: Any) -> Cursor:
         return _PostgresCursor(cursor)
+
+    def _begin_batch(self, cursor: Any) -> None:
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", (SWITCH_LOCK,))
+
+    def _position(self, cursor: Any, application_name: str) -> int | None:
+        return self._max_tracking_id(application_name, cursor)
 
     def _track(self, cursor: Any, tracking: Tracking) -> None:
         self._insert_tracking(cursor, tracking)
