@@ -27,6 +27,7 @@ from orca.executor.remote import Remote
 from orca.executor.runner import Executor, ExecutorSettings
 from orca.executor.ssh import SshLimits
 from orca.executor.winrm import WinrmLimits
+from orca.projections import reports as reports_projection
 from orca.projections.beacon import Beacon
 from orca.projections.keys import SqlKeyStore
 from orca.projections.leader import Leadership
@@ -108,6 +109,7 @@ class Services:
     token_key: bytes
     events: Beacon
     views: Beacon
+    reports_position: Beacon = field(default_factory=Beacon)
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -118,8 +120,14 @@ class Services:
 
     def start_projector(self) -> Projector:
         projector = Projector(self.app, self.store, self.events, self.views)
-        leadership = Leadership(self.settings.postgres)
+        leadership = Leadership(self.settings.postgres, projector.name)
         self._spawn("projector", lambda stop: projector.run(stop, leadership))
+        reports = Projector(
+            self.app, self.store, self.events, self.reports_position,
+            name=reports_projection.NAME, handlers=reports_projection.HANDLERS,
+        )  # fmt: skip
+        reports_lead = Leadership(self.settings.postgres, reports.name)
+        self._spawn("reports", lambda stop: reports.run(stop, reports_lead))
         return projector
 
     def start_listener(self) -> None:

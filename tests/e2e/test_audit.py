@@ -135,3 +135,35 @@ def test_a_job_s_history_lists_its_events(api: ApiClient) -> None:
     result = api.get(f"/api/jobs/{job.json()['id']}/history").json()
     assert result["events"][0]["event_type"] == "orca.Job.Created"
     assert result["state"]["command"] == "true"
+
+
+def test_the_systems_report_counts_executions_per_system_and_day(
+    api: ApiClient, sshd_host: SshdHost
+) -> None:
+    system = api.post(
+        "/api/systems",
+        {
+            "name": "reported",
+            "hostname": sshd_host.host,
+            "port": sshd_host.port,
+            "username": sshd_host.username,
+            "password": sshd_host.password,
+        },
+    ).json()
+    for command in ("true", "false", "true"):
+        job = api.post("/api/jobs", {"name": "r", "command": command, "system_ids": [system["id"]]})
+        api.wait_for_job(job.json()["id"])
+    deadline = time.monotonic() + 10
+    while True:
+        rows = [
+            r
+            for r in api.get("/api/reports/systems").json()["rows"]
+            if r["system_id"] == system["id"]
+        ]
+        if (rows and rows[0]["executions"] == 3) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    (row,) = rows
+    assert (row["system_name"], row["executions"], row["completed"]) == ("reported", 3, 2)
+    assert row["success_rate"] == round(2 / 3, 4) and row["mean_duration_seconds"] >= 0
+    assert row["day"] == datetime.now(UTC).strftime("%Y-%m-%d")

@@ -15,6 +15,9 @@ from orca.application.systems import (
     update_system,
 )
 from orca.bootstrap import Services
+from orca.projections import reports
+from orca.projections.beacon import Beacon
+from orca.projections.projector import Projector
 from orca.projections.rebuild import PROJECTED, rebuild
 
 
@@ -94,3 +97,27 @@ def populate_more(services: Services) -> int:
         CreateJob(name="after", command="true", system_ids=[UUID(systems[0].id)]),
         by="a",
     ).position
+
+
+def test_a_new_reporting_model_fills_itself_from_history(services: Services) -> None:
+    populate(services, 6)
+    report = Projector(
+        services.app, services.store, Beacon(), Beacon(),
+        name=reports.NAME, handlers=reports.HANDLERS,
+    )  # fmt: skip
+    report.catch_up()
+    before = reports.system_days(services.store, "2000-01-01")
+    assert sum(r.executions for r in before) == 6
+    with services.store.direct() as cur:  # as if the model had never existed
+        cur.execute("DELETE FROM report_system_days")
+        cur.execute("DELETE FROM report_executions")
+    # A model under a new name starts at the first event, as one added to a running Orca.
+    fresh = Projector(
+        services.app, services.store, Beacon(), Beacon(),
+        name="orca-reports-added-later", handlers=reports.HANDLERS,
+    )  # fmt: skip
+    assert fresh.position == 0
+    fresh.catch_up()
+    assert reports.system_days(services.store, "2000-01-01") == before
+    (row, *_) = before
+    assert 0 <= row.success_rate <= 1 and row.mean_duration_seconds >= 0

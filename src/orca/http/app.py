@@ -278,6 +278,15 @@ ENDPOINTS: tuple[Api, ...] = (
     ),
     Api(
         "GET",
+        "/api/reports/systems",
+        overview.system_report,
+        "systems:read",
+        "Per system and day: executions, success rate and mean duration, built from the log",
+        response=overview.SystemReport,
+        query=(Query("days", {"type": "integer", "minimum": 1, "maximum": 3660}, "days back"),),
+    ),
+    Api(
+        "GET",
         "/api/events",
         audit.list_events,
         "audit:read",

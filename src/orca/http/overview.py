@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
+import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from orca import __version__
 from orca.application.users import Principal
-from orca.http.common import json, services
+from orca.http.common import int_param, json, services
 from orca.http.schemas import (
     Components,
     Dashboard,
@@ -21,6 +23,7 @@ from orca.http.schemas import (
     HealthDetailed,
     Projections,
 )
+from orca.projections.reports import SystemDay, system_days
 
 SERVICE_NAME = "orca-job-orchestrator"
 
@@ -105,3 +108,16 @@ async def dashboard(request: Request, principal: Principal) -> Response:
             ),
         )
     )
+
+
+class SystemReport(msgspec.Struct):
+    days: int
+    rows: list[SystemDay]
+
+
+async def system_report(request: Request, principal: Principal) -> Response:
+    """Per system and day: executions, success rate, mean duration (from the reports model)."""
+    days = int_param(request, "days", 30, 1, 3660)
+    since = (datetime.now(UTC) - timedelta(days=days - 1)).strftime("%Y-%m-%d")
+    rows = await run_in_threadpool(system_days, services(request).store, since)
+    return json(SystemReport(days=days, rows=rows))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,13 +19,19 @@ from orca.config import PostgresDsn
 
 log = logging.getLogger(__name__)
 
-PROJECTOR_LOCK = 0x6F726361  # "orca"
+
+def projection_lock(name: str) -> int:
+    """Each projection leads under an advisory lock of its own."""
+    return zlib.crc32(f"orca projection {name}".encode())
+
+
 RETRY_SECONDS = 2.0
 
 
 class Leadership:
-    def __init__(self, dsn: PostgresDsn | None) -> None:
+    def __init__(self, dsn: PostgresDsn | None, projection: str) -> None:
         self._dsn = dsn
+        self._lock = projection_lock(projection)
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
 
     @contextmanager
@@ -40,7 +47,7 @@ class Leadership:
                 log.warning("projector cannot reach PostgreSQL (%s)", error)
                 stop.wait(RETRY_SECONDS)
                 continue
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (PROJECTOR_LOCK,)).fetchone()
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._lock,)).fetchone()
             if row is not None and row[0]:
                 log.info("this projector leads")
                 self._conn = conn

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from eventsourcing.persistence import (
     IntegrityError,
@@ -19,7 +20,7 @@ from orca.application.app import OrcaApplication
 from orca.projections.beacon import Beacon
 from orca.projections.leader import Leadership
 from orca.projections.store import ReadStore, StalePosition
-from orca.projections.views import HANDLERS, iso
+from orca.projections.views import HANDLERS, Handler, iso
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +33,24 @@ IDLE_RECHECK_SECONDS = 1.0
 
 class Projector:
     def __init__(
-        self, app: OrcaApplication, store: ReadStore, events: Beacon, views: Beacon
+        self,
+        app: OrcaApplication,
+        store: ReadStore,
+        events: Beacon,
+        views: Beacon,
+        *,
+        name: str = "orca",
+        handlers: Mapping[type[Any], Handler] = HANDLERS,
     ) -> None:
+        """``name`` keys the projection's position: a new name starts from the first event,
+        so a new read model added to a running installation fills itself from history."""
+        self.name = name
+        self._handlers = handlers
         self._app = app
         self._store = store
         self._events = events
         self._views = views
-        self.position = store.max_tracking_id(app.name) or 0
+        self.position = store.max_tracking_id(name) or 0
         views.advance(self.position)
 
     def catch_up(self, on_batch: Callable[[int], None] | None = None) -> int:
@@ -55,7 +67,7 @@ class Projector:
                 self._apply(notifications)
             except (IntegrityError, StalePosition):
                 # Another projector (or a rebuild) got there first: go on from where it is.
-                self.position = self._store.max_tracking_id(self._app.name) or 0
+                self.position = self._store.max_tracking_id(self.name) or 0
                 continue
             except TRANSIENT:
                 raise
@@ -71,14 +83,13 @@ class Projector:
                 on_batch(last)
 
     def _apply(self, notifications: Sequence[Notification]) -> None:
-        tracking = Tracking(self._app.name, notifications[-1].id)
+        tracking = Tracking(self.name, notifications[-1].id)
         with self._store.write(tracking, after=self.position) as cur:
             for notification in notifications:
                 event = self._app.mapper.to_domain_event(notification)
-                handler = HANDLERS.get(type(event))
+                handler = self._handlers.get(type(event))
                 if handler is None:
-                    log.warning("no projection for event %s", notification.topic)
-                    continue
+                    continue  # an event this projection has no use for
                 handler(cur, event, notification.id)
 
     def _apply_or_record(self, notifications: Sequence[Notification]) -> None:
@@ -92,7 +103,7 @@ class Projector:
             (notification,) = notifications
             log.exception("event %s (%s) cannot be projected", notification.id, notification.topic)
             with self._store.write(
-                Tracking(self._app.name, notification.id), after=self.position
+                Tracking(self.name, notification.id), after=self.position
             ) as cur:
                 cur.execute(
                     "INSERT INTO projection_failures (position, topic, error, failed_at)"
@@ -109,7 +120,7 @@ class Projector:
         """While leading: catch up, then wait for news; until ``stop`` is set."""
         while not stop.is_set():
             with leadership.held(stop) as leading:
-                self.position = self._store.max_tracking_id(self._app.name) or 0
+                self.position = self._store.max_tracking_id(self.name) or 0
                 while leading and not stop.is_set() and leadership.still_leading():
                     news = self._events.changes
                     try:

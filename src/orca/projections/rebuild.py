@@ -86,6 +86,11 @@ def _switch_postgres(dsn: PostgresDsn, projector: Projector) -> int:
     with dsn.connect() as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SWITCH_LOCK,))
         applied = projector.catch_up()  # the last events, while the live projector waits
+        conn.execute(  # other projections (reports) keep their positions
+            f"INSERT INTO {SHADOW_SCHEMA}.{TRACKING_TABLE} SELECT * FROM public.{TRACKING_TABLE}"
+            " WHERE application_name <> %s ON CONFLICT (application_name) DO NOTHING",
+            (projector.name,),
+        )
         for table in (*PROJECTED, TRACKING_TABLE):
             conn.execute(f"DROP TABLE IF EXISTS public.{table}")
             conn.execute(f"ALTER TABLE {SHADOW_SCHEMA}.{table} SET SCHEMA public")
@@ -108,9 +113,15 @@ def _switch_sqlite(live_file: Path, projector: Projector, shadow_file: Path) -> 
         conn.execute("ATTACH DATABASE ? AS shadow", (str(shadow_file),))
         conn.execute("BEGIN IMMEDIATE")
         applied = projector.catch_up()  # the last events, while every writer waits
-        for table in (*PROJECTED, "tracking"):
+        for table in PROJECTED:
             conn.execute(f"DELETE FROM main.{table}")
             conn.execute(f"INSERT INTO main.{table} SELECT * FROM shadow.{table}")
+        # Only this projection's position moves: other projections (reports) keep theirs.
+        conn.execute("DELETE FROM main.tracking WHERE application_name = ?", (projector.name,))
+        conn.execute(
+            "INSERT INTO main.tracking SELECT * FROM shadow.tracking WHERE application_name = ?",
+            (projector.name,),
+        )
         conn.execute("COMMIT")
         conn.execute("DETACH DATABASE shadow")
     finally:

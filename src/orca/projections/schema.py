@@ -130,3 +130,20 @@ TABLES = (
         )
     ),
 )
+
+# The reporting read model (projections/reports.py), with a position of its own.
+REPORT_TABLES = (
+    """CREATE TABLE IF NOT EXISTS report_executions (
+        id TEXT PRIMARY KEY,
+        system_id TEXT NOT NULL,
+        started_at TEXT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS report_system_days (
+        system_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        executions INTEGER NOT NULL,
+        completed INTEGER NOT NULL,
+        duration_sum DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (system_id, day)
+    )""",
+)

@@ -6,6 +6,7 @@ exactly once however often a projector restarts. SQL is written once with ``?`` 
 
 from __future__ import annotations
 
+import zlib
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -17,12 +18,13 @@ from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 from psycopg.sql import SQL, Composed
 
-from orca.projections.schema import TABLES
+from orca.projections.schema import REPORT_TABLES, TABLES
 
 Row = Any  # sqlite3.Row or a psycopg dict row: both are read by column name
 VIEWS_CHANNEL = "orca_views"
 TRACKING_TABLE = "orca_tracking"  # PostgreSQL's; SQLite's is the library's ``tracking``
-SWITCH_LOCK = 0x6F726362  # each batch holds it shared; a rebuild's switch, exclusively
+# Each batch holds it shared; a rebuild's switch, exclusively.
+SWITCH_LOCK = zlib.crc32(b"orca read-model switch")
 
 
 class StalePosition(Exception):
@@ -55,7 +57,7 @@ class _Views:
     """Shared behaviour of the two backends."""
 
     def _view_statements(self) -> list[str]:
-        return list(TABLES)
+        return [*TABLES, *REPORT_TABLES]
 
     @abstractmethod
     def _cursor(self, *, commit: bool) -> AbstractContextManager[Any]: ...
@@ -174,8 +176,11 @@ class PostgresReadStore(_Views, PostgresTrackingRecorder):
 
     def _track(self, cursor: Any, tracking: Tracking) -> None:
         self._insert_tracking(cursor, tracking)
-        # Tell API processes and workers elsewhere that the views moved on.
-        cursor.execute("SELECT pg_notify(%s, %s)", (VIEWS_CHANNEL, str(tracking.notification_id)))
+        if tracking.application_name == self.application_name:
+            # Tell API processes and workers elsewhere that the main views moved on.
+            cursor.execute(
+                "SELECT pg_notify(%s, %s)", (VIEWS_CHANNEL, str(tracking.notification_id))
+            )
 
 
 def build_read_store(datastore: SQLiteDatastore | PostgresDatastore) -> ReadStore:
