@@ -20,6 +20,7 @@ from eventsourcing.utils import resolve_topic
 
 from orca.application.app import OrcaApplication
 from orca.domain import index, job, system, user
+from orca.projections.views import HANDLERS
 
 EXAMPLES: dict[str, Any] = json.loads(
     (Path(__file__).parent / "stored_events" / "v1.json").read_text()
@@ -62,3 +63,8 @@ def test_a_stored_event_of_every_type_still_loads(app: OrcaApplication, topic: s
     for field in EXAMPLES[topic]:
         if not field.startswith("_"):
             assert hasattr(event, field), field
+
+
+def test_the_read_models_decide_about_every_event_type() -> None:
+    """A new event type must be projected (or explicitly ignored), never silently dropped."""
+    assert sorted(c.TOPIC for c in HANDLERS) == sorted(event_classes())
