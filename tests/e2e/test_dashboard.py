@@ -135,7 +135,11 @@ def test_detailed_health_reports_the_database_and_the_execution_engine(orca: Orc
     assert database["response_time_ms"] >= 0
     assert isinstance(database["active_connections"], int)
     assert database["active_connections"] >= 1
-    assert body["components"] == {"database": "healthy", "execution_engine": "healthy"}
+    assert body["components"] == {
+        "database": "healthy",
+        "execution_engine": "healthy",
+        "projections": "healthy",
+    }
 
 
 def test_metrics_show_requests_and_orca_state_for_prometheus(orca: OrcaServer) -> None:
