@@ -153,16 +153,22 @@ def http_jobs(settings: Settings, systems: list[uuid.UUID], args: argparse.Names
                 break
             except httpx.TransportError:
                 time.sleep(0.1)
-        token = httpx.post(
+        login = httpx.post(
             f"{base}/api/auth/token",
             json={"username": "admin", "password": settings.admin_password},
             trust_env=False,
-        ).json()["access_token"]
+            timeout=60,
+        )
+        assert login.status_code == 200, login.text
+        token = login.json()["access_token"]
         body = {"name": "h", "command": "true", "system_ids": [str(s) for s in systems]}
 
         def post(count: int) -> None:
             with httpx.Client(
-                base_url=base, headers={"Authorization": f"Bearer {token}"}, trust_env=False
+                base_url=base,
+                headers={"Authorization": f"Bearer {token}"},
+                trust_env=False,
+                timeout=60,
             ) as client:
                 for _ in range(count):
                     assert client.post("/api/jobs", json=body).status_code == 201
