@@ -228,7 +228,7 @@ def test_cancelling_a_running_job_kills_its_remote_processes(
     while (execution := api.get(f"/api/jobs/{job['id']}").json()["executions"][0])[
         "status"
     ] == "running":
-        assert time.monotonic() < deadline + 10, "the execution never stopped"
+        assert time.monotonic() < deadline + 30, "the execution never stopped"
         time.sleep(0.1)
     assert execution["status"] == "cancelled"
     assert api.get(f"/api/jobs/{job['id']}").json()["status"] == "cancelled"
