@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import msgspec
 import uvicorn
+import uvloop
 
 from orca import __version__
 from orca.application import users
@@ -78,7 +79,10 @@ def _run(settings: Settings, *, api: bool, executor: bool, projector: bool) -> N
         services.start_listener()
         if projector:
             services.start_projector()
-        asyncio.run(_serve(services, api=api, executor=executor))
+        # uvicorn applies its loop choice only in Server.run(); we drive serve() ourselves,
+        # so pick uvloop here (the asyncio loop loses TCP_NODELAY with several workers).
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_serve(services, api=api, executor=executor))
     finally:
         services.close()
 

@@ -18,6 +18,20 @@ class RunOutcome:
     error_message: str | None
     host_key: str | None  # SSH only: the key required of the server; pin it on first use
 
+    @classmethod
+    def failure(cls, message: str, host_key: str | None = None) -> RunOutcome:
+        """The command could not run (or its fate is unknown): no exit code, no output."""
+        return cls(
+            status="failed",
+            exit_code=None,
+            stdout="",
+            stderr="",
+            stdout_truncated=False,
+            stderr_truncated=False,
+            error_message=message,
+            host_key=host_key,
+        )
+
 
 class CappedBuffer:
     """Keeps the first `limit` bytes of a stream; the rest is dropped and flagged as truncated."""

@@ -83,11 +83,11 @@ async def run_command(
         finally:
             pool.release(pooled, limits)
     except _HostKeyChanged as exc:
-        return _failed(str(exc), host_key=None)
+        return RunOutcome.failure(str(exc), host_key=None)
     except _NotConnected as exc:
-        return _failed(_describe(exc.cause, target, limits, "connect"), exc.host_key)
+        return RunOutcome.failure(_describe(exc.cause, target, limits, "connect"), exc.host_key)
     except Exception as exc:
-        return _failed(_describe(exc, target, limits, phase), host_key)
+        return RunOutcome.failure(_describe(exc, target, limits, phase), host_key)
 
 
 async def close_pool() -> None:
@@ -612,19 +612,6 @@ def _os_reason(exc: OSError) -> str:
     if exc.errno is not None and exc.errno > 0:
         return os.strerror(exc.errno)
     return str(exc)
-
-
-def _failed(message: str, host_key: str | None) -> RunOutcome:
-    return RunOutcome(
-        status="failed",
-        exit_code=None,
-        stdout="",
-        stderr="",
-        stdout_truncated=False,
-        stderr_truncated=False,
-        error_message=message,
-        host_key=host_key,
-    )
 
 
 def _address(target: SshTarget) -> str:

@@ -72,9 +72,9 @@ async def run_command(
     is bounded by `limits.connect_timeout` and the HTTP read timeout.
     """
     if target.transport == "basic" and not target.https:
-        return _failed(_BASIC_OVER_HTTP)
+        return RunOutcome.failure(_BASIC_OVER_HTTP)
     if not target.username:
-        return _failed(f"no username is configured for {_address(target)}")
+        return RunOutcome.failure(f"no username is configured for {_address(target)}")
     run = _Run(target, limits, asyncio.get_running_loop())
     try:
         return await _supervise(run, command, timeout)
@@ -82,7 +82,7 @@ async def run_command(
         message = _describe(exc, target, limits, run.phase)
         if len(target.password) >= 4:  # belt and braces: no library message may leak it
             message = message.replace(target.password, "***")
-        return _failed(message)
+        return RunOutcome.failure(message)
 
 
 class _Run:
@@ -343,19 +343,6 @@ def _root_cause(exc: BaseException) -> str:
             queue.append(reason)
         queue.extend(c for c in (current.__cause__, current.__context__) if c is not None)
     return str(last)
-
-
-def _failed(message: str) -> RunOutcome:
-    return RunOutcome(
-        status="failed",
-        exit_code=None,
-        stdout="",
-        stderr="",
-        stdout_truncated=False,
-        stderr_truncated=False,
-        error_message=message,
-        host_key=None,
-    )
 
 
 def _address(target: WinrmTarget) -> str:
