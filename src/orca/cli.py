@@ -23,7 +23,6 @@ from orca.bootstrap import Services, build, migrate, rotate_secret_key
 from orca.config import ConfigError, Settings
 from orca.domain.errors import DomainError, Invalid
 from orca.domain.user import ROLES
-from orca.executor.ssh import close_pool
 from orca.http.app import create_app
 from orca.projections.projector import Projector
 from orca.projections.rebuild import rebuild
@@ -70,7 +69,6 @@ async def _serve(services: Services, *, api: bool, executor: bool) -> None:
         await stop.wait()
     stop.set()
     await asyncio.gather(*tasks)
-    await close_pool()  # pooled SSH connections, used by workers and connection tests
 
 
 def _run(settings: Settings, *, api: bool, executor: bool, projector: bool) -> None:

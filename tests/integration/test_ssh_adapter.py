@@ -14,14 +14,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from orca.executor.ssh import (
-    RunOutcome,
-    SshLimits,
-    SshTarget,
-    close_pool,
-    fingerprint,
-    run_command,
-)
+from orca.executor.ssh import RunOutcome, SshLimits, SshTarget, fingerprint, run_command
 from support.sshd import SshdHost
 
 pytestmark = pytest.mark.sshd
@@ -35,13 +28,7 @@ def password_target(sshd: SshdHost, **changes: str | None) -> SshTarget:
 def run(
     target: SshTarget, command: str, *, timeout: float = 10, limits: SshLimits | None = None
 ) -> RunOutcome:
-    async def run_then_close_the_pool() -> RunOutcome:
-        try:
-            return await run_command(target, command, timeout=timeout, limits=limits or SshLimits())
-        finally:
-            await close_pool()
-
-    return asyncio.run(run_then_close_the_pool())
+    return asyncio.run(run_command(target, command, timeout=timeout, limits=limits or SshLimits()))
 
 
 def remote_processes(user: str, pattern: str) -> list[str]:
@@ -229,7 +216,6 @@ def test_cancelling_the_task_kills_the_remote_command(sshd_host: SshdHost) -> No
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await close_pool()
 
     asyncio.run(start_then_cancel())
 
@@ -263,7 +249,6 @@ def test_a_host_that_never_speaks_ssh_fails_with_a_timeout() -> None:
                 timeout=10,
                 limits=SshLimits(connect_timeout=1),
             )
-            await close_pool()
             return outcome, time.monotonic() - started, port
 
     outcome, elapsed, port = asyncio.run(connect_to_silence())

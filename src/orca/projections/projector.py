@@ -106,9 +106,10 @@ class Projector:
                 Tracking(self.name, notification.id), after=self.position
             ) as cur:
                 cur.execute(
-                    "INSERT INTO projection_failures (position, topic, error, failed_at)"
-                    " VALUES (?, ?, ?, ?)",
+                    "INSERT INTO projection_failures (projection, position, topic, error,"
+                    " failed_at) VALUES (?, ?, ?, ?, ?)",
                     (
+                        self.name,
                         notification.id,
                         notification.topic,
                         f"{type(error).__name__}: {error}"[:2000],

@@ -326,7 +326,7 @@ class Queries:
 
     def projection_failures(self) -> int:
         with self._store.read() as cur:
-            cur.execute("SELECT COUNT(*) AS n FROM projection_failures")
+            cur.execute("SELECT COUNT(*) AS n FROM projection_failures WHERE projection = 'orca'")
             return _count(cur)
 
     def list_users(self) -> list[UserView]:

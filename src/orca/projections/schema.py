@@ -82,10 +82,12 @@ TABLES = (
         revoked BOOLEAN NOT NULL DEFAULT FALSE
     )""",
     """CREATE TABLE IF NOT EXISTS projection_failures (
-        position BIGINT PRIMARY KEY,
+        projection TEXT NOT NULL,
+        position BIGINT NOT NULL,
         topic TEXT NOT NULL,
         error TEXT NOT NULL,
-        failed_at TEXT NOT NULL
+        failed_at TEXT NOT NULL,
+        PRIMARY KEY (projection, position)
     )""",
     # Data keys of the vault: deleting a row destroys a system's secrets in the event log.
     """CREATE TABLE IF NOT EXISTS data_keys (
