@@ -42,7 +42,7 @@ class Bad:
 
 
 def system(**changes: Any) -> dict[str, Any]:
-    body = {"name": "fresh-name", "hostname": "10.0.0.1", "username": "u", "password": "pw"}
+    body = {"name": "fresh-name", "hostname": "127.0.0.1", "username": "u", "password": "pw"}
     return {k: v for k, v in (body | changes).items() if v is not ...}
 
 
@@ -107,7 +107,7 @@ CATALOGUE: dict[str, Bad] = {
     "empty hostname": Bad("POST", SYSTEMS, 422, "hostname", json=system(hostname="")),
     "hostname with symbols": Bad("POST", SYSTEMS, 422, "hostname", json=system(hostname="h_1!")),
     "URL as hostname": Bad(
-        "POST", SYSTEMS, 422, "hostname", json=system(hostname="ssh://10.0.0.1:22")
+        "POST", SYSTEMS, 422, "hostname", json=system(hostname="ssh://127.0.0.1:22")
     ),
     "unknown system_type": Bad("POST", SYSTEMS, 422, "system_type", json=system(system_type="os2")),
     "missing username": Bad("POST", SYSTEMS, 422, "username", json=system(username=...)),
