@@ -23,6 +23,7 @@ from orca.http.auth import (
     Tokens,
     secured,
 )
+from orca.http.cache import UntilViewsMove
 from orca.http.errors import EXCEPTION_HANDLERS
 from orca.http.metrics import Metrics, OrcaState, metrics
 from orca.http.middleware import RequestId
@@ -316,6 +317,13 @@ ENDPOINTS: tuple[Api, ...] = (
 )
 
 
+ANSWERS_BYTES = 64 * 1024 * 1024  # read answers kept in memory until the views move
+
+
+def _weight(body: bytes | None) -> int:
+    return len(body) if body is not None else 64
+
+
 def _route(api: Api) -> Route:
     handler = api.handler
     if api.permission is not None:
@@ -353,6 +361,8 @@ def create_app(services: Services) -> Starlette:
     app.state.services = services
     app.state.tokens = Tokens(services.token_key)
     app.state.sessions = Sessions(services.queries, services.views)
+    app.state.answers = UntilViewsMove(services.views, ANSWERS_BYTES, _weight)
+    app.state.counts = UntilViewsMove(services.views, 1)
     app.state.openapi = openapi_document(ENDPOINTS)
     app.state.metrics = registry
     return app

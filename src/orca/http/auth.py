@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from orca.application.audit import acting
 from orca.application.users import Login, Principal
+from orca.http.cache import UntilViewsMove
 from orca.http.errors import Forbidden, Unauthorized
 from orca.projections.beacon import Beacon
 from orca.projections.queries import Queries, SessionState
@@ -27,6 +28,7 @@ from orca.projections.queries import Queries, SessionState
 ACCESS_TTL_SECONDS = 1800
 _ALGORITHM = "HS256"
 _CACHE_LIMIT = 10_000
+_EXPIRED = "token expired; log in again with POST /api/auth/token"
 
 AUTHENTICATED = "authenticated"  # any valid session, whatever its role
 
@@ -64,6 +66,8 @@ class Tokens:
     def __init__(self, key: bytes, access_ttl: int = ACCESS_TTL_SECONDS) -> None:
         self._key = key
         self.access_ttl = access_ttl
+        # Tokens whose signature and claims were checked: only their expiry changes with time.
+        self._verified: dict[str, Claims] = {}
 
     def _encode(self, claims: dict[str, object]) -> str:
         now = int(time.time())
@@ -112,6 +116,17 @@ class Tokens:
         )
 
     def verify(self, token: str) -> Claims:
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._decode(token)
+            if len(self._verified) >= _CACHE_LIMIT:
+                self._verified.clear()
+            self._verified[token] = claims
+        elif claims.exp <= time.time():
+            raise Unauthorized(_EXPIRED)
+        return claims
+
+    def _decode(self, token: str) -> Claims:
         try:
             raw = jwt.decode(
                 token,
@@ -121,7 +136,7 @@ class Tokens:
             )
             claims = msgspec.convert(raw, Claims)
         except jwt.ExpiredSignatureError:
-            raise Unauthorized("token expired; log in again with POST /api/auth/token") from None
+            raise Unauthorized(_EXPIRED) from None
         except (jwt.InvalidTokenError, msgspec.ValidationError):
             raise Unauthorized("invalid token") from None
         if claims.role not in ROLE_PERMISSIONS:
@@ -144,20 +159,13 @@ class Sessions:
 
     def __init__(self, queries: Queries, views: Beacon) -> None:
         self._queries = queries
-        self._views = views
-        self._position = -1
-        self._known: dict[tuple[str, int], SessionState] = {}
+        self._known: UntilViewsMove[SessionState] = UntilViewsMove(views, _CACHE_LIMIT)
 
     async def check(self, claims: Claims) -> SessionState:
-        if self._views.position != self._position or len(self._known) > _CACHE_LIMIT:
-            self._known = {}
-            self._position = self._views.position
-        key = (claims.sid, claims.cv)
-        state = self._known.get(key)
-        if state is None:
-            state = await run_in_threadpool(self._queries.session, claims.sid, claims.cv)
-            self._known[key] = state
-        return state
+        return await self._known.get(
+            (claims.sid, claims.cv),
+            lambda: run_in_threadpool(self._queries.session, claims.sid, claims.cv),
+        )
 
 
 def bearer_token(request: Request) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 import msgspec
@@ -11,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from orca.bootstrap import Services
+from orca.http.cache import UntilViewsMove
 from orca.http.errors import FieldError, ResourceNotFound, Unavailable, ValidationFailed
 
 MAX_PAGE = 500
@@ -21,11 +23,32 @@ T = TypeVar("T")
 
 
 def json(body: Any, status: int = 200) -> Response:
-    return Response(_encoder.encode(body), status_code=status, media_type="application/json")
+    return json_bytes(_encoder.encode(body), status)
+
+
+def json_bytes(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="application/json")
 
 
 def services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
+
+
+async def remembered(
+    request: Request, key: Hashable, read: Callable[[], Any], missing: str = "not found"
+) -> Response:
+    """The JSON of ``read()``, run in the thread pool and then served from memory until the
+    read models move on; ``read()`` answers None for "not found" (remembered as well)."""
+
+    def encoded() -> bytes | None:
+        value = read()
+        return None if value is None else _encoder.encode(value)
+
+    answers: UntilViewsMove[bytes | None] = request.app.state.answers
+    body = await answers.get(key, lambda: run_in_threadpool(encoded))
+    if body is None:
+        raise ResourceNotFound(missing)
+    return json_bytes(body)
 
 
 def _invalid(name: str, message: str) -> ValidationFailed:

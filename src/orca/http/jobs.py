@@ -12,7 +12,17 @@ from starlette.responses import Response
 
 from orca.application.jobs import CreateJob, cancel_job, create_job
 from orca.application.users import Principal
-from orca.http.common import choice_param, found, json, page, path_id, services, settle, text_param
+from orca.http.common import (
+    choice_param,
+    found,
+    json,
+    page,
+    path_id,
+    remembered,
+    services,
+    settle,
+    text_param,
+)
 from orca.http.errors import FieldError, ValidationFailed
 from orca.http.schemas import IdempotencyKey, JobCreate, JobList, Message, decode
 
@@ -71,18 +81,23 @@ async def list_jobs(request: Request, principal: Principal) -> Response:
     limit, offset = page(request)
     status = choice_param(request, "status", JOB_STATUSES)
     created_by = text_param(request, "created_by")
-    jobs, total = await run_in_threadpool(
-        lambda: services(request).queries.list_jobs(
+    queries = services(request).queries
+
+    def read() -> JobList:
+        jobs, total = queries.list_jobs(
             status=status, created_by=created_by, limit=limit, offset=offset
         )
-    )
-    return json(JobList(jobs=jobs, total=total, limit=limit, offset=offset))
+        return JobList(jobs=jobs, total=total, limit=limit, offset=offset)
+
+    return await remembered(request, ("jobs", status, created_by, limit, offset), read)
 
 
 async def get_job(request: Request, principal: Principal) -> Response:
     job_id = path_id(request, "job_id")
-    view = await run_in_threadpool(services(request).queries.get_job, job_id)
-    return json(found(view, "job", job_id))
+    queries = services(request).queries
+    return await remembered(
+        request, ("job", job_id), lambda: queries.get_job(job_id), f"job {job_id} not found"
+    )
 
 
 async def cancel(request: Request, principal: Principal) -> Response:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from orca import __version__
 from orca.application.users import Principal
+from orca.http.cache import UntilViewsMove
 from orca.http.common import int_param, json, services
 from orca.http.schemas import (
     Components,
@@ -23,6 +24,7 @@ from orca.http.schemas import (
     HealthDetailed,
     Projections,
 )
+from orca.projections.queries import Counts
 from orca.projections.reports import SystemDay, system_days
 
 SERVICE_NAME = "orca-job-orchestrator"
@@ -92,8 +94,11 @@ async def health_detailed(request: Request) -> Response:
 
 async def dashboard(request: Request, principal: Principal) -> Response:
     s = services(request)
-    counts = await run_in_threadpool(s.queries.counts)
-    engine = await run_in_threadpool(s.workers.engine)
+    remembered: UntilViewsMove[Counts] = request.app.state.counts
+    counts = await remembered.get("counts", lambda: run_in_threadpool(s.queries.counts))
+    engine = s.workers.recent_engine()
+    if engine is None:
+        engine = await run_in_threadpool(s.workers.engine)
     return json(
         Dashboard(
             user=DashboardUser(authenticated=True, username=principal.username),

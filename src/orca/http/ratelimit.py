@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from orca.http.errors import error_response
 
 LOGIN_PATH = "/api/auth/token"
+TRUST_MEMO = 4096
 
 
 class RateLimit:
@@ -37,6 +38,7 @@ class RateLimit:
         self._login_limit = parse(login_limit)
         self._limiter = MovingWindowRateLimiter(storage_from_string(_async_uri(storage)))
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in trusted_proxies]
+        self._trust: dict[str, bool] = {}  # address -> trusted, as the same peers come back
 
     def client_ip(self, scope: Scope) -> str:
         peer = (scope.get("client") or ("unknown", 0))[0]
@@ -53,11 +55,19 @@ class RateLimit:
         return str(peer)
 
     def _is_trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
+        if not self._trusted:
             return False
-        return any(ip in net for net in self._trusted)
+        trusted = self._trust.get(address)
+        if trusted is None:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                return False
+            trusted = any(ip in net for net in self._trusted)
+            if len(self._trust) >= TRUST_MEMO:
+                self._trust.clear()
+            self._trust[address] = trusted
+        return trusted
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api"):

@@ -28,6 +28,7 @@ from orca.http.common import (
     json,
     page,
     path_id,
+    remembered,
     services,
     settle,
 )
@@ -111,18 +112,26 @@ async def list_systems(request: Request, principal: Principal) -> Response:
     limit, offset = page(request)
     active = bool_param(request, "active")
     system_type = choice_param(request, "system_type", SYSTEM_TYPES)
-    systems, total = await run_in_threadpool(
-        lambda: services(request).queries.list_systems(
+    queries = services(request).queries
+
+    def read() -> SystemList:
+        systems, total = queries.list_systems(
             active=active, system_type=system_type, limit=limit, offset=offset
         )
-    )
-    return json(SystemList(systems=systems, total=total, limit=limit, offset=offset))
+        return SystemList(systems=systems, total=total, limit=limit, offset=offset)
+
+    return await remembered(request, ("systems", active, system_type, limit, offset), read)
 
 
 async def get_system(request: Request, principal: Principal) -> Response:
     system_id = path_id(request, "system_id")
-    view = await run_in_threadpool(services(request).queries.get_system, system_id)
-    return json(found(view, "system", system_id))
+    queries = services(request).queries
+    return await remembered(
+        request,
+        ("system", system_id),
+        lambda: queries.get_system(system_id),
+        f"system {system_id} not found",
+    )
 
 
 async def update(request: Request, principal: Principal) -> Response:

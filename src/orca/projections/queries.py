@@ -197,7 +197,12 @@ class Queries:
         """Newest first."""
         where, params = _where([("status = ?", status), ("created_by = ?", created_by)])
         with self._store.read() as cur:
-            cur.execute(f"SELECT COUNT(*) AS n FROM jobs{where}", params)
+            if created_by is None:  # kept counted by the projection: no scan of the jobs
+                cur.execute(
+                    "SELECT value AS n FROM counters WHERE name = ?", (f"jobs.{status or 'total'}",)
+                )
+            else:
+                cur.execute(f"SELECT COUNT(*) AS n FROM jobs{where}", params)
             total = _count(cur)
             cur.execute(
                 f"SELECT {_JOB_COLUMNS} FROM jobs{where} ORDER BY seq DESC LIMIT ? OFFSET ?",

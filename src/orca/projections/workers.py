@@ -5,6 +5,7 @@ A heartbeat every few seconds is operational state, not history worth keeping fo
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -16,6 +17,7 @@ from orca.projections.views import iso
 # (six missed beats), another worker finishes them as lost.
 BEATS_PER_LEASE = 6
 FORGET_AFTER = timedelta(days=1)
+ENGINE_FRESH_SECONDS = 1.0
 
 
 class EngineState(msgspec.Struct, frozen=True):
@@ -29,6 +31,7 @@ class Workers:
         self._store = store
         self.lease = timedelta(seconds=lease_seconds)
         self.heartbeat_seconds = lease_seconds / BEATS_PER_LEASE
+        self._engine = (-ENGINE_FRESH_SECONDS, EngineState(workers=0, capacity=0, running=0))
 
     def beat(self, worker_id: str, capacity: int, running: int) -> None:
         with self._store.direct() as cur:
@@ -58,7 +61,17 @@ class Workers:
             )
             return [r["id"] for r in cur.fetchall()]
 
+    def recent_engine(self) -> EngineState | None:
+        """The last answer of ``engine`` if it is less than a second old (heartbeats come
+        every few seconds anyway), without touching the database."""
+        taken, state = self._engine
+        return state if time.monotonic() - taken < ENGINE_FRESH_SECONDS else None
+
     def engine(self) -> EngineState:
+        """Live workers, their slots and running executions."""
+        recent = self.recent_engine()
+        if recent is not None:
+            return recent
         alive_since = iso(datetime.now(UTC) - self.lease)
         with self._store.read() as cur:
             cur.execute(
@@ -67,8 +80,12 @@ class Workers:
                 (alive_since,),
             )
             row = cur.fetchone()
-        if row is None:
-            return EngineState(workers=0, capacity=0, running=0)
-        return EngineState(
-            workers=int(row["n"]), capacity=int(row["capacity"]), running=int(row["running"])
+        state = (
+            EngineState(workers=0, capacity=0, running=0)
+            if row is None
+            else EngineState(
+                workers=int(row["n"]), capacity=int(row["capacity"]), running=int(row["running"])
+            )
         )
+        self._engine = (time.monotonic(), state)
+        return state
