@@ -8,7 +8,7 @@
    ``orca projector`` process keeps the read models up to date.
 2. Starts, one at a time, with the same uvicorn settings (1 worker, uvloop, httptools, no
    access log, 127.0.0.1, a free port):
-   - ``orca api`` as shipped, and the same ``orca api`` on a uvloop event loop;
+   - ``orca api`` as shipped (it runs on uvloop and httptools itself);
    - baseline A, the framework ceiling: a constant ~2 KB JSON body;
    - baseline B, the naive read: 50 rows of ``jobs`` with psycopg_pool and ``JSONResponse``.
 3. Loads each endpoint with wrk (50 connections, 2 threads, 2 s warm-up, then --duration s).
@@ -17,13 +17,12 @@
    target is missed and py-spy is installed, profiles the API under load and prints hot spots.
 5. Stops every process it started and drops the database, also on Ctrl-C or an error.
 
-The same file serves the baselines (``--serve ceiling|naive|orca-uvloop``, used internally).
+The same file serves the baselines (``--serve ceiling|naive``, used internally).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -68,7 +67,7 @@ UVICORN: dict[str, Any] = {
 }
 
 
-# --- the baselines and the uvloop variant of orca api (each runs in its own process) -------
+# --- the baselines (each runs in its own process) -----------------------------------------
 
 
 def serve_ceiling(port: int) -> None:
@@ -116,16 +115,6 @@ def serve_naive(port: int, database_url: str) -> None:
 
     app = Starlette(routes=[Route("/", jobs)], lifespan=lifespan)
     uvicorn.run(app, port=port, **UVICORN)
-
-
-def serve_orca_uvloop() -> int:
-    """``orca api`` exactly as shipped, except that its ``asyncio.run`` gets a uvloop loop."""
-    import uvloop
-
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    from orca.cli import main
-
-    return main(["api"])
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -441,10 +430,11 @@ class Wrk:
     workdir: Path
     meter: CpuMeter
 
-    def script(self, token: str | None) -> Path:
-        path = self.workdir / ("auth.lua" if token else "plain.lua")
+    def script(self, token: str | None, requests: str = "") -> Path:
+        """wrk's Lua: the bearer token, an optional ``request`` function, the result line."""
+        path = self.workdir / f"{'auth' if token else 'plain'}-{len(requests)}.lua"
         header = f'wrk.headers["Authorization"] = "Bearer {token}"\n' if token else ""
-        path.write_text(header + WRK_DONE)
+        path.write_text(header + requests + WRK_DONE)
         return path
 
     def _run(self, url: str, script: Path, seconds: float) -> list[float]:
@@ -466,11 +456,13 @@ class Wrk:
             raise RuntimeError(f"wrk failed on {url}:\n{out.stdout}\n{out.stderr}")
         return [float(v) for v in match.group(1).split()]
 
-    def measure(self, server: str, pid: int, endpoint: str, url: str, token: str | None) -> Result:
+    def measure(
+        self, server: str, pid: int, endpoint: str, url: str, token: str | None, requests: str = ""
+    ) -> Result:
         status, body = http(url, token=token)
         if status != 200:
             raise RuntimeError(f"{server} {endpoint}: HTTP {status}: {body[:300]!r}")
-        script = self.script(token)
+        script = self.script(token, requests)
         if self.warmup > 0:
             self._run(url, script, self.warmup)
         before = self.meter.snapshot(pid)
@@ -828,14 +820,20 @@ def _run(
         f" {wrk.duration:g} s measured, per endpoint"
     )
     results: list[Result] = []
+    # Each page read once stays encoded until the read models move; a random offset per
+    # request mostly misses that memory (it holds about 500 such pages) and reads the models.
+    random_pages = (
+        "request = function()\n"
+        f'  return wrk.format(nil, "/api/jobs?limit=50&offset=" .. math.random(0, {jobs - 50}))\n'
+        "end\n"
+    )
     orca_endpoints = (
-        ("GET /api/jobs?limit=50", "/api/jobs?limit=50"),
-        ("GET /api/jobs/{id}", f"/api/jobs/{job_id[0]}"),
-        ("GET /api/dashboard", "/api/dashboard"),
+        ("GET /api/jobs?limit=50", "/api/jobs?limit=50", ""),
+        ("GET /api/jobs/{id}", f"/api/jobs/{job_id[0]}", ""),
+        ("GET /api/dashboard", "/api/dashboard", ""),
+        ("GET /api/jobs, random page", "/api/jobs?limit=50&offset=0", random_pages),
     )
     variants = [("orca api", [sys.executable, "-m", "orca.cli", "api"])]
-    if not args.no_uvloop_variant:
-        variants.append(("orca api+uvloop", [sys.executable, __file__, "--serve", "orca-uvloop"]))
     token = ""
     for label, cmd in variants:
         port = free_port()
@@ -851,10 +849,10 @@ def _run(
             token = json.loads(body)["access_token"]
             cleanup.stop(projector)  # GETs need no projector: keep the CPUs for the API
         print(f"  {label} (pid {api.proc.pid}, {loaded_modules(api.proc.pid)} loaded)")
-        for endpoint, path in orca_endpoints:
-            result = wrk.measure(label, api.proc.pid, endpoint, base + path, token)
+        for endpoint, path, requests in orca_endpoints:
+            result = wrk.measure(label, api.proc.pid, endpoint, base + path, token, requests)
             results.append(result)
-            print(f"    {endpoint:<24} {result.rps:9.0f} req/s  p99 {result.p99_ms:7.2f} ms")
+            print(f"    {endpoint:<28} {result.rps:9.0f} req/s  p99 {result.p99_ms:7.2f} ms")
         cleanup.stop(api)
 
     baselines = (
@@ -870,7 +868,7 @@ def _run(
         results.append(result)
         print(
             f"  {label} (pid {server.proc.pid}, {loaded_modules(server.proc.pid)} loaded)\n"
-            f"    {endpoint:<24} {result.rps:9.0f} req/s  p99 {result.p99_ms:7.2f} ms"
+            f"    {endpoint:<28} {result.rps:9.0f} req/s  p99 {result.p99_ms:7.2f} ms"
         )
         cleanup.stop(server)
 
@@ -960,7 +958,7 @@ def report(results: list[Result], jobs: int, duration: float) -> bool:
     ceiling, naive = by_server.get("A ceiling"), by_server.get("B naive read")
     print(f"\n== results ({jobs} jobs, {duration:g} s per endpoint)")
     header = (
-        f"  {'server':<16} {'endpoint':<25} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
+        f"  {'server':<16} {'endpoint':<28} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}"
         f" {'max ms':>7} {'KB':>6} {'errors':>6} {'vs B':>5} {'vs A':>5}"
         f" {'srv cpu':>7} {'pg cpu':>6}"
     )
@@ -970,7 +968,7 @@ def report(results: list[Result], jobs: int, duration: float) -> bool:
         vs_b = f"{r.rps / naive.rps:5.2f}" if naive else "    -"
         vs_a = f"{r.rps / ceiling.rps:5.2f}" if ceiling else "    -"
         print(
-            f"  {r.server:<16} {r.endpoint:<25} {r.rps:7.0f} {r.p50_ms:7.1f} {r.p99_ms:7.1f}"
+            f"  {r.server:<16} {r.endpoint:<28} {r.rps:7.0f} {r.p50_ms:7.1f} {r.p99_ms:7.1f}"
             f" {r.max_ms:7.1f} {r.bytes_per_response / 1000:6.1f} {r.errors:6d} {vs_b} {vs_a}"
             f" {r.server_cpu_ms:7.2f} {r.pg_cpu_ms:6.2f}"
         )
@@ -1021,18 +1019,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="ORCA_LOG_LEVEL of the API (warning: Orca's own access log off, like uvicorn's)",
     )
     parser.add_argument(
-        "--no-uvloop-variant", action="store_true", help="measure only `orca api` as shipped"
-    )
-    parser.add_argument(
         "--profile",
         choices=("auto", "on", "off"),
         default="auto",
         help="py-spy the API under load: auto = when the target is missed",
     )
     parser.add_argument("--profile-seconds", type=float, default=8.0, help="py-spy seconds (8)")
-    parser.add_argument(
-        "--serve", choices=("ceiling", "naive", "orca-uvloop"), help=argparse.SUPPRESS
-    )
+    parser.add_argument("--serve", choices=("ceiling", "naive"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--dsn", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1042,8 +1035,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve == "naive":
         serve_naive(args.port, args.dsn)
         return 0
-    if args.serve == "orca-uvloop":
-        return serve_orca_uvloop()
     return run(args)
 
 
