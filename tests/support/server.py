@@ -35,6 +35,12 @@ class OrcaServer:
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int:
+        """The running ``orca`` process (to read its memory use in /proc)."""
+        assert self._process is not None, "start() the server first"
+        return self._process.pid
+
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORCA_")}
         env |= self.settings.to_env()

@@ -60,10 +60,35 @@ class SshdHost:
         authorized = keys / self.username
         authorized.write_text((self.dir / "client_key.pub").read_text())
         authorized.chmod(0o644)
+        (self.dir / "sshd_config").write_text(self._config())
+        self._launch()
+        return self
+
+    def halt(self) -> None:
+        """Stop sshd as when the host goes down, keeping its address, port and keys."""
+        if self._process is not None:
+            # unshare ignores SIGTERM; SIGKILL makes the kernel reap the whole PID namespace.
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def resume(self, *, new_host_key: bool = False) -> None:
+        """Start the halted sshd again on the same address and port; with `new_host_key`, it
+        offers a freshly generated host key (as after a reinstall)."""
+        assert self.dir is not None, "start() the sshd first"
+        self.halt()
+        if new_host_key:
+            for old in ("host_key", "host_key.pub"):
+                (self.dir / old).unlink()
+            _keygen(self.dir / "host_key")
+            self.public_host_key = _public_key_text(self.dir / "host_key.pub")
+        self._launch()
+
+    def _launch(self) -> None:
+        assert self.dir is not None
         config = self.dir / "sshd_config"
-        config.write_text(self._config())
         log = self.dir / "sshd.log"
-        with log.open("wb") as stderr:
+        with log.open("ab") as stderr:
             self._process = subprocess.Popen(
                 ["unshare", "--pid", "--fork", "--kill-child", SSHD, "-D", "-e", "-f", str(config)],
                 stdin=subprocess.DEVNULL,
@@ -71,7 +96,6 @@ class SshdHost:
                 stderr=stderr,
             )
         self._wait_until_listening(log)
-        return self
 
     def authorize_key(self, public_key: str) -> None:
         """Let `username` also log in with this OpenSSH public key."""
@@ -80,11 +104,7 @@ class SshdHost:
             authorized.write(public_key.strip() + "\n")
 
     def stop(self) -> None:
-        if self._process is not None:
-            # unshare ignores SIGTERM; SIGKILL makes the kernel reap the whole PID namespace.
-            self._process.kill()
-            self._process.wait(timeout=10)
-            self._process = None
+        self.halt()
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
