@@ -10,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test test-unit lint venv services postgres sshd clean
+.PHONY: run test test-unit lint bench venv services postgres sshd clean
 
 venv: $(VENV)/.installed
 
@@ -47,6 +47,12 @@ test: venv services lint
 
 test-unit: venv
 	$(BIN)/pytest tests/unit
+
+# Every benchmark against its baselines, then docs/benchmarks.md and docs/fanout.png (~10 min).
+bench: venv services
+	$(BIN)/pip install --quiet -e '.[bench]'
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	$(BIN)/python bench/report.py
 
 lint: venv
 	$(BIN)/ruff check src tests

@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -50,6 +49,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from results import Figure, Results, machine
 
 HOST = "127.0.0.1"
 ADMIN_PASSWORD = "bench-admin-password"
@@ -603,20 +603,6 @@ def print_profile(raw: Path, *, top: int = 20) -> None:
 # --- the run -------------------------------------------------------------------------------
 
 
-def machine() -> list[str]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return [
-        f"nproc {len(os.sched_getaffinity(0))}, CPU {model}, {platform.system()} "
-        f"{platform.release()}",
-        f"Python {platform.python_version()} ({sys.executable})",
-    ]
-
-
 def versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -648,12 +634,6 @@ def orca_revision() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{head}" + (" + uncommitted changes in src/" if dirty else "")
-
-
-def loadavg() -> str:
-    with contextlib.suppress(OSError):
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return "unknown"
 
 
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
@@ -719,11 +699,11 @@ def _run(
     cleanup.undo.append(drop_database)
 
     print("== machine")
-    for line in machine():
-        print(f"  {line}")
+    for key, value in machine().items():
+        print(f"  {key}: {value}")
     print(f"  PostgreSQL {pg_version} at {server_url}; {versions()}")
     print(f"  Orca at {orca_revision()}")
-    print(f"  wrk {wrk_binary}; py-spy {pyspy or 'not installed'}; load average {loadavg()}")
+    print(f"  wrk {wrk_binary}; py-spy {pyspy or 'not installed'}")
 
     secret_key = new_master_key()
     settings = Settings(
@@ -874,7 +854,8 @@ def _run(
 
     # 4. the table ----------------------------------------------------------------------
     missed = report(results, jobs, duration)
-    print(f"  load average now {loadavg()}")
+    print(f"  load average now {machine()['load average']}")
+    summary(results, jobs, duration).write(args.json)
 
     if args.profile == "on" or (args.profile == "auto" and missed):
         if pyspy is None:
@@ -952,6 +933,46 @@ def wait_projected(services: Any, projector: Process, timeout: float = 3600) -> 
         time.sleep(0.2)
 
 
+def summary(results: list[Result], jobs: int, duration: float) -> Results:
+    """The figures for ``--json``: each Orca endpoint against baseline B, and the list's p99."""
+    naive = next(r for r in results if r.server == "B naive read")
+    ceiling = next(r for r in results if r.server == "A ceiling")
+    out = Results(
+        "api",
+        f"bench/api.py --jobs {jobs} --duration {duration:g}",
+        notes=[f"framework ceiling (baseline A): {ceiling.rps:.0f} requests/s"],
+    )
+    for r in results:
+        if not r.server.startswith("orca"):
+            continue
+        listed = r.endpoint == "GET /api/jobs?limit=50"
+        out.figures.append(
+            Figure(
+                f"{r.endpoint}, requests/s",
+                round(r.rps),
+                "req/s",
+                "naive 50-row read (B), requests/s",
+                round(naive.rps),
+                f">= {TARGET_RATIO:g}x" if listed else "",
+                r.rps >= TARGET_RATIO * naive.rps if listed else None,
+            )
+        )
+        if listed:
+            out.figures.append(
+                Figure(
+                    f"{r.endpoint}, p99 latency",
+                    round(r.p99_ms, 1),
+                    "ms",
+                    "naive 50-row read (B), p99",
+                    round(naive.p99_ms, 1),
+                    f"< {TARGET_P99_MS:g} ms",
+                    r.p99_ms < TARGET_P99_MS,
+                    lower_is_better=True,
+                )
+            )
+    return out
+
+
 def report(results: list[Result], jobs: int, duration: float) -> bool:
     """Print the table; return whether the target was missed by ``orca api`` as shipped."""
     by_server = {r.server: r for r in results}
@@ -1025,6 +1046,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="py-spy the API under load: auto = when the target is missed",
     )
     parser.add_argument("--profile-seconds", type=float, default=8.0, help="py-spy seconds (8)")
+    parser.add_argument("--json", type=Path, help="also write the figures there (make bench)")
     parser.add_argument("--serve", choices=("ceiling", "naive"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--dsn", default="", help=argparse.SUPPRESS)
