@@ -28,13 +28,6 @@ def orca(request: pytest.FixtureRequest) -> Iterator[OrcaServer]:
 
 
 @pytest.fixture
-def api(orca: OrcaServer) -> Iterator[ApiClient]:
-    client = orca.client()
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def host() -> Iterator[SshdHost]:
     with SshdHost() as sshd:
         yield sshd
