@@ -25,7 +25,8 @@ from orca.domain.errors import DomainError, Invalid
 from orca.domain.user import ROLES
 from orca.http.app import create_app
 from orca.projections.projector import Projector
-from orca.projections.rebuild import rebuild
+from orca.projections.rebuild import PROJECTIONS, rebuild
+from orca.projections.views import READ_MODELS
 
 log = logging.getLogger("orca")
 
@@ -69,6 +70,7 @@ async def _serve(services: Services, *, api: bool, executor: bool) -> None:
         await stop.wait()
     stop.set()
     await asyncio.gather(*tasks)
+    await services.remote.close()  # pooled SSH connections: workers' and connection tests'
 
 
 def _run(settings: Settings, *, api: bool, executor: bool, projector: bool) -> None:
@@ -116,7 +118,7 @@ def _password(args: argparse.Namespace) -> str:
 def _user_action(services: Services, args: argparse.Namespace, by: str) -> None:
     app = services.app
     if args.action == "list":
-        Projector(app, services.store, services.events, services.views).catch_up()
+        Projector(app, services.store, services.events, services.views, READ_MODELS).catch_up()
         for user in services.queries.list_users():
             state = "active" if user.is_active else "disabled"
             print(f"{user.username:<24} {user.role:<9} {state}")
@@ -161,7 +163,7 @@ def _audit_row(item: AuditEntry) -> str:
     )
 
 
-def _rebuild(settings: Settings) -> int:
+def _rebuild(settings: Settings, names: Sequence[str]) -> int:
     services = build(settings)
 
     def progress(done: int, total: int, seconds: float) -> None:
@@ -177,14 +179,15 @@ def _rebuild(settings: Settings) -> int:
 
     started = time.monotonic()
     try:
-        applied = rebuild(services.app, settings.postgres, settings.sqlite_path, progress)
+        applied = rebuild(services.app, settings.postgres, settings.sqlite_path, progress, names)
     finally:
         services.close()
     seconds = time.monotonic() - started
     sys.stderr.write("\n")
+    events = max(applied.values())
     print(
-        f"rebuilt the read models from {applied} events in {seconds:.1f} s"
-        f" ({applied / seconds if seconds else 0:,.0f} events/s); switched in."
+        f"rebuilt {' and '.join(applied)} from {events} events in {seconds:.1f} s"
+        f" ({events / seconds if seconds else 0:,.0f} events/s); switched in."
     )
     return 0
 
@@ -240,8 +243,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rotate.add_argument(
         "--new-key-stdin", action="store_true", help="read the new key from standard input"
     )
-    commands.add_parser(
+    rebuild_ = commands.add_parser(
         "rebuild", help="rebuild the read models from the first event, then switch them in"
+    )
+    rebuild_.add_argument(
+        "--projection",
+        action="append",
+        choices=list(PROJECTIONS),
+        metavar="NAME",
+        help=f"rebuild only this one: {' or '.join(PROJECTIONS)} (repeat for several;"
+        " default: all)",
     )
     audit = commands.add_parser("audit", help="print the event log: who did what, when")
     audit.add_argument("--after", type=int, default=0, help="start after this log position")
@@ -268,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "audit":
         return _audit(settings, args)
     if args.command == "rebuild":
-        return _rebuild(settings)
+        return _rebuild(settings, list(dict.fromkeys(args.projection or PROJECTIONS)))
     if args.command == "rotate-key":
         return _rotate_key(settings, args)
     if args.command == "migrate":

@@ -1,9 +1,16 @@
-"""Rebuilt read models equal the live ones, and the live projector carries on after the switch."""
+"""Rebuilt read models equal the live ones, and the live projectors carry on after the switch."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from dataclasses import replace
 from typing import Any
 from uuid import UUID
+
+import pytest
 
 from orca.application.executions import Outcome, finish_execution, start_execution
 from orca.application.jobs import CreateJob, cancel_job, create_job
@@ -15,10 +22,13 @@ from orca.application.systems import (
     update_system,
 )
 from orca.bootstrap import Services
+from orca.domain.job import Job
+from orca.projections import rebuild as rebuild_module
 from orca.projections import reports
 from orca.projections.beacon import Beacon
-from orca.projections.projector import Projector
-from orca.projections.rebuild import PROJECTED, rebuild
+from orca.projections.projector import Projector, catch_up
+from orca.projections.rebuild import PROJECTIONS, Progress, rebuild
+from orca.projections.rows import Projection, Rows
 
 
 def populate(services: Services, n_jobs: int) -> int:
@@ -52,37 +62,96 @@ def populate(services: Services, n_jobs: int) -> int:
 def snapshot(services: Services) -> dict[str, list[Any]]:
     tables = {}
     with services.store.read() as cur:
-        for table in PROJECTED:
+        for table in (t for p in PROJECTIONS.values() for t in p.tables):
             cur.execute(f"SELECT * FROM {table} ORDER BY 1")
             tables[table] = [tuple(dict(row).values()) for row in cur.fetchall()]
     return tables
 
 
+def settled(services: Services, position: int) -> None:
+    """The live projections show every event up to ``position``."""
+    assert services.views.wait_for(position, timeout=20)
+    assert services.reports_position.wait_for(position, timeout=20)
+
+
+def rebuild_all(services: Services, progress: Progress | None = None) -> dict[str, int]:
+    return rebuild(
+        services.app,
+        services.settings.postgres,
+        services.settings.sqlite_path,
+        progress or (lambda *shown: None),
+    )
+
+
 def test_rebuilt_read_models_equal_the_live_ones(services: Services) -> None:
-    assert services.views.wait_for(populate(services, 12), timeout=20)
+    settled(services, populate(services, 12))
     before = snapshot(services)
     seen: list[tuple[int, int]] = []
+    served: list[int] = []
+
+    def progress(done: int, total: int, seconds: float) -> None:
+        seen.append((done, total))
+        served.append(services.queries.counts().jobs.total)  # the old tables, meanwhile
+
+    applied = rebuild_all(services, progress)
+
+    head = services.app.recorder.max_notification_id()
+    assert applied == {"orca": head, "orca-reports": head}
+    assert seen[-1] == (head, head)
+    assert set(served) == {12}
+    assert snapshot(services) == before
+
+
+@pytest.mark.parametrize("name", list(PROJECTIONS))
+def test_rebuilding_one_projection_leaves_the_others_alone(services: Services, name: str) -> None:
+    settled(services, populate(services, 4))
+    before = snapshot(services)
+    with services.store.direct() as cur:  # damage one row of every projection
+        cur.execute("UPDATE jobs SET name = 'damaged' WHERE name = 'j0'")
+        cur.execute("UPDATE report_system_days SET executions = 99")
+    damaged = snapshot(services)
 
     applied = rebuild(
         services.app,
         services.settings.postgres,
         services.settings.sqlite_path,
-        lambda done, total, seconds: seen.append((done, total)),
+        lambda *shown: None,
+        [name],
     )
 
-    assert applied == services.app.recorder.max_notification_id()
-    assert seen and seen[-1][0] == seen[-1][1]
-    assert snapshot(services) == before
+    assert list(applied) == [name]
+    after = snapshot(services)
+    for projection in PROJECTIONS.values():
+        for table in projection.tables:
+            expected = before if projection.name == name else damaged
+            assert after[table] == expected[table], table
+
+
+def test_events_saved_while_switching_are_in_the_rebuilt_models(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settled(services, populate(services, 3))
+    saved: list[int] = []
+
+    def replay_then_save(projectors: list[Projector], on_batch: Any = None) -> dict[str, int]:
+        applied = catch_up(projectors, on_batch)
+        if not saved:  # a job arrives after the replay: the switch applies it
+            saved.append(populate_more(services))
+        return applied
+
+    monkeypatch.setattr(rebuild_module, "catch_up", replay_then_save)
+    applied = rebuild_all(services)
+
+    assert applied["orca"] == services.app.recorder.max_notification_id()
+    settled(services, saved[0])
+    jobs, total = services.queries.list_jobs(status=None, created_by=None, limit=50, offset=0)
+    assert total == 4 and jobs[0].name == "after"
+    assert services.queries.counts().jobs.total == 4
 
 
 def test_the_live_projector_carries_on_after_a_rebuild(services: Services) -> None:
-    assert services.views.wait_for(populate(services, 3), timeout=20)
-    rebuild(
-        services.app,
-        services.settings.postgres,
-        services.settings.sqlite_path,
-        lambda *progress: None,
-    )
+    settled(services, populate(services, 3))
+    rebuild_all(services)
     position = populate_more(services)
     assert services.views.wait_for(position, timeout=20)
     jobs, total = services.queries.list_jobs(status=None, created_by=None, limit=50, offset=0)
@@ -100,24 +169,81 @@ def populate_more(services: Services) -> int:
 
 
 def test_a_new_reporting_model_fills_itself_from_history(services: Services) -> None:
-    populate(services, 6)
-    report = Projector(
-        services.app, services.store, Beacon(), Beacon(),
-        name=reports.NAME, handlers=reports.HANDLERS,
-    )  # fmt: skip
-    report.catch_up()
+    settled(services, populate(services, 6))
     before = reports.system_days(services.store, "2000-01-01")
     assert sum(r.executions for r in before) == 6
     with services.store.direct() as cur:  # as if the model had never existed
         cur.execute("DELETE FROM report_system_days")
         cur.execute("DELETE FROM report_executions")
     # A model under a new name starts at the first event, as one added to a running Orca.
-    fresh = Projector(
-        services.app, services.store, Beacon(), Beacon(),
-        name="orca-reports-added-later", handlers=reports.HANDLERS,
-    )  # fmt: skip
+    added = replace(reports.REPORTS, name="orca-reports-added-later")
+    fresh = Projector(services.app, services.store, Beacon(), Beacon(), added)
     assert fresh.position == 0
     fresh.catch_up()
     assert reports.system_days(services.store, "2000-01-01") == before
     (row, *_) = before
     assert 0 <= row.success_rate <= 1 and row.mean_duration_seconds >= 0
+
+
+def test_an_event_that_cannot_be_projected_is_recorded_and_passed_over(
+    services: Services,
+) -> None:
+    """In one batch, an event fails in its handler, one in the database and one on a row an
+    earlier event of the batch made: each is recorded, every other event is applied."""
+    with services.store.direct() as cur:
+        cur.execute("CREATE TABLE test_jobs (id TEXT PRIMARY KEY, name TEXT NOT NULL)")
+        cur.execute("INSERT INTO test_jobs VALUES ('taken', 'before')")
+    ids = {"j7": "taken", "j8": "twice", "j9": "twice"}
+
+    def job_created(rows: Rows, e: Job.Created, seq: int) -> None:
+        if e.name == "j3":
+            raise ValueError("cannot project j3")
+        rows.insert("test_jobs", {"id": ids.get(e.name, e.name), "name": e.name})
+
+    projection = Projection("test-jobs", {Job.Created: job_created}, ("test_jobs",))
+    head = populate(services, 12)
+    projector = Projector(services.app, services.store, Beacon(), Beacon(), projection)
+    assert projector.catch_up() == head
+    assert projector.position == head
+
+    with services.store.read() as cur:
+        cur.execute("SELECT id, name FROM test_jobs ORDER BY id")
+        rows = {row["id"]: row["name"] for row in cur.fetchall()}
+        cur.execute(
+            "SELECT topic, error FROM projection_failures WHERE projection = 'test-jobs'"
+            " ORDER BY position"
+        )
+        failures = [(row["topic"], row["error"]) for row in cur.fetchall()]
+    applied = {f"j{n}": f"j{n}" for n in range(12) if f"j{n}" not in ("j3", *ids)}
+    assert rows == applied | {"taken": "before", "twice": "j8"}
+    assert [topic for topic, _ in failures] == ["orca.Job.Created"] * 3
+    assert failures[0][1] == "ValueError: cannot project j3"
+    assert "IntegrityError" in failures[1][1]
+
+
+def test_orca_rebuild_rebuilds_the_projection_it_is_given(services: Services) -> None:
+    settled(services, populate(services, 2))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCA_")}
+    env |= services.settings.to_env()
+
+    done = orca_cli("rebuild", "--projection", "orca-reports", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "rebuilt orca-reports from" in done.stdout and "switched in" in done.stdout
+    assert re.search(r"\[#+\] (\d+)/\1 events +[\d,]+ events/s +ETA", done.stderr)
+
+    wrong = orca_cli("rebuild", "--projection", "orca-report", env=env)
+    assert wrong.returncode == 2
+    assert "invalid choice: 'orca-report'" in wrong.stderr and "'orca-reports'" in wrong.stderr
+    helped = orca_cli("rebuild", "--help", env=env)
+    assert "orca or orca-reports" in " ".join(helped.stdout.split())
+
+
+def orca_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orca.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -8,9 +8,10 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Mapper
+from eventsourcing.persistence import IntegrityError, Mapper, Transcoder
 
 from orca.application.audit import OrcaMapper
+from orca.application.transcoder import MsgspecJSONTranscoder
 from orca.domain.errors import Conflict, NotFound
 
 A = TypeVar("A", bound=Aggregate)
@@ -25,6 +26,11 @@ class OrcaApplication(Application[UUID]):
     def construct_mapper(self) -> Mapper[UUID]:
         """Stamps each stored event with who caused it (see ``audit.acting``)."""
         return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=OrcaMapper)
+
+    def construct_transcoder(self) -> Transcoder:
+        transcoder = MsgspecJSONTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def __init__(self, env: dict[str, str], on_saved: Callable[[int], None]) -> None:
         super().__init__(env)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,20 +15,38 @@ from eventsourcing.persistence import (
     OperationalError,
     Tracking,
 )
+from eventsourcing.utils import resolve_topic
 
 from orca.application.app import OrcaApplication
 from orca.projections.beacon import Beacon
 from orca.projections.leader import Leadership
+from orca.projections.rows import Projection, Rows, ignore
 from orca.projections.store import ReadStore, StalePosition
-from orca.projections.views import HANDLERS, Handler, iso
+from orca.projections.views import iso
 
 log = logging.getLogger(__name__)
 
-BATCH = 500
+# Events per transaction at most: a projector that is behind catches up in big batches; one
+# that is not applies what it finds at once, one event if there is one.
+BATCH = 2000
 # Errors of the database itself: wait and retry, never pass an event over for them.
 TRANSIENT = (OperationalError, InterfaceError)
 # Wake-ups come from saves and NOTIFY; this bounds the delay if one is ever missed.
 IDLE_RECHECK_SECONDS = 1.0
+
+
+class Decoded:
+    """The events of a page, each decoded once, for as many projectors as want it."""
+
+    def __init__(self, app: OrcaApplication) -> None:
+        self._mapper = app.mapper
+        self._events: dict[int, Any] = {}
+
+    def __call__(self, notification: Notification) -> Any:
+        event = self._events.get(notification.id)
+        if event is None:
+            event = self._events[notification.id] = self._mapper.to_domain_event(notification)
+        return event
 
 
 class Projector:
@@ -38,84 +56,92 @@ class Projector:
         store: ReadStore,
         events: Beacon,
         views: Beacon,
-        *,
-        name: str = "orca",
-        handlers: Mapping[type[Any], Handler] = HANDLERS,
+        projection: Projection,
     ) -> None:
-        """``name`` keys the projection's position: a new name starts from the first event,
+        """The projection's name keys its position: a new name starts from the first event,
         so a new read model added to a running installation fills itself from history."""
-        self.name = name
-        self._handlers = handlers
-        self._app = app
+        self.projection = projection
+        self.name = projection.name
+        self._handlers = projection.handlers
+        self.app = app
         self._store = store
         self._events = events
         self._views = views
-        self.position = store.max_tracking_id(name) or 0
+        self.position = store.max_tracking_id(self.name) or 0
         views.advance(self.position)
 
     def catch_up(self, on_batch: Callable[[int], None] | None = None) -> int:
         """Apply every event recorded so far; return how many were applied."""
-        applied = 0
-        while True:
-            notifications = self._app.recorder.select_notifications(
-                start=self.position, limit=BATCH, inclusive_of_start=False
-            )
-            if not notifications:
-                return applied
-            last = notifications[-1].id
-            try:
-                self._apply(notifications)
-            except (IntegrityError, StalePosition):
-                # Another projector (or a rebuild) got there first: go on from where it is.
-                self.position = self._store.max_tracking_id(self.name) or 0
-                continue
-            except TRANSIENT:
-                raise
-            except Exception:
-                # One event of the batch cannot be projected: find it, one by one.
-                for notification in notifications:
-                    self._apply_or_record([notification])
-                    self.position = notification.id
-            self.position = last
-            applied += len(notifications)
-            self._views.advance(last)
-            if on_batch is not None:
-                on_batch(last)
+        return catch_up([self], on_batch)[self.name]
 
-    def _apply(self, notifications: Sequence[Notification]) -> None:
-        tracking = Tracking(self.name, notifications[-1].id)
-        with self._store.write(tracking, after=self.position) as cur:
-            for notification in notifications:
-                event = self._app.mapper.to_domain_event(notification)
-                handler = self._handlers.get(type(event))
-                if handler is None:
-                    continue  # an event this projection has no use for
-                handler(cur, event, notification.id)
-
-    def _apply_or_record(self, notifications: Sequence[Notification]) -> None:
-        """An event that cannot be projected is recorded and passed over, so one bad event
-        never stops the read models; a database outage is not such an event."""
+    def apply(self, page: Sequence[Notification], decode: Decoded) -> int:
+        """Apply the events of the page that this projector has not applied yet (one batch,
+        one transaction); return how many it applied."""
+        notifications = [n for n in page if n.id > self.position]
+        if not notifications:
+            return 0
         try:
-            self._apply(notifications)
-        except (IntegrityError, StalePosition, *TRANSIENT):
+            self._apply_or_isolate(notifications, decode)
+        except (IntegrityError, StalePosition):
+            # Another projector (or a rebuild) got there first: go on from where it is.
+            self.position = self._store.max_tracking_id(self.name) or 0
+            self._views.advance(self.position)
+            return 0
+        self._views.advance(self.position)
+        return len(notifications)
+
+    def _apply_or_isolate(self, notifications: Sequence[Notification], decode: Decoded) -> None:
+        """An event that cannot be projected is found by halving the batch, recorded and
+        passed over, so one bad event never stops the read models; a database outage, or
+        another projector moving on, is not such an event."""
+        try:
+            self._apply(notifications, decode)
+        except (StalePosition, *TRANSIENT):
             raise
         except Exception as error:
-            (notification,) = notifications
-            log.exception("event %s (%s) cannot be projected", notification.id, notification.topic)
-            with self._store.write(
-                Tracking(self.name, notification.id), after=self.position
-            ) as cur:
-                cur.execute(
-                    "INSERT INTO projection_failures (projection, position, topic, error,"
-                    " failed_at) VALUES (?, ?, ?, ?, ?)",
-                    (
-                        self.name,
-                        notification.id,
-                        notification.topic,
-                        f"{type(error).__name__}: {error}"[:2000],
-                        iso(datetime.now(UTC)),
-                    ),
-                )
+            # A duplicate key is the batch's fault only if no one else has moved on.
+            if isinstance(error, IntegrityError) and self._moved_on():
+                raise
+            if len(notifications) == 1:
+                self._record(notifications[0], error)
+                return
+            half = len(notifications) // 2
+            self._apply_or_isolate(notifications[:half], decode)
+            self._apply_or_isolate(notifications[half:], decode)
+
+    def _moved_on(self) -> bool:
+        return (self._store.max_tracking_id(self.name) or 0) != self.position
+
+    def _apply(self, notifications: Sequence[Notification], decode: Decoded) -> None:
+        last = notifications[-1].id
+        with self._store.write(Tracking(self.name, last), after=self.position) as cur:
+            rows = Rows(cur)
+            for notification in notifications:
+                handler = self._handlers.get(resolve_topic(notification.topic))
+                if handler is None or handler is ignore:
+                    continue  # an event this projection has no use for
+                handler(rows, decode(notification), notification.id)
+            rows.flush()
+        self.position = last
+
+    def _record(self, notification: Notification, error: BaseException) -> None:
+        log.error(
+            "event %s (%s) cannot be projected by %s",
+            notification.id, notification.topic, self.name, exc_info=error,
+        )  # fmt: skip
+        with self._store.write(Tracking(self.name, notification.id), after=self.position) as cur:
+            cur.execute(
+                "INSERT INTO projection_failures (projection, position, topic, error,"
+                " failed_at) VALUES (?, ?, ?, ?, ?)",
+                (
+                    self.name,
+                    notification.id,
+                    notification.topic,
+                    f"{type(error).__name__}: {error}"[:2000],
+                    iso(datetime.now(UTC)),
+                ),
+            )
+        self.position = notification.id
 
     def run(self, stop: threading.Event, leadership: Leadership) -> None:
         """While leading: catch up, then wait for news; until ``stop`` is set."""
@@ -131,3 +157,23 @@ class Projector:
                         stop.wait(IDLE_RECHECK_SECONDS)
                         continue
                     self._events.wait_change(news, IDLE_RECHECK_SECONDS)
+
+
+def catch_up(
+    projectors: Sequence[Projector], on_batch: Callable[[int], None] | None = None
+) -> dict[str, int]:
+    """Apply every event recorded so far to each projector, reading and decoding each event
+    once however many projectors use it; return how many events each one applied."""
+    app = projectors[0].app
+    applied = dict.fromkeys((p.name for p in projectors), 0)
+    while True:
+        page = app.recorder.select_notifications(
+            start=min(p.position for p in projectors), limit=BATCH, inclusive_of_start=False
+        )
+        if not page:
+            return applied
+        decoded = Decoded(app)
+        for projector in projectors:
+            applied[projector.name] += projector.apply(page, decoded)
+        if on_batch is not None:
+            on_batch(min(p.position for p in projectors))

@@ -1,16 +1,17 @@
-"""Rebuild the read models from the first event, while the API serves the old ones.
+"""Rebuild read models from the first event, while the API serves the old ones.
 
 The new tables are built aside (PostgreSQL: a schema of their own; SQLite: a file of their
 own) and then switched in with one transaction, so readers see either the old models or the
-new ones, never a half-built mix. The live projector pauses for the switch only: it takes a
-shared advisory lock around each batch, and the switch takes it exclusively.
+new ones, never a half-built mix. The live projectors pause for the switch only: each of
+their batches holds a shared advisory lock, and the switch takes it exclusively.
 """
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,54 +21,71 @@ from eventsourcing.sqlite import SQLiteDatastore
 from orca.application.app import OrcaApplication
 from orca.config import PostgresDsn
 from orca.projections.beacon import Beacon
-from orca.projections.projector import Projector
+from orca.projections.projector import Projector, catch_up
+from orca.projections.reports import REPORTS
+from orca.projections.rows import Projection
 from orca.projections.store import (
     SWITCH_LOCK,
     TRACKING_TABLE,
+    VIEWS_CHANNEL,
     PostgresReadStore,
     ReadStore,
     SQLiteReadStore,
 )
+from orca.projections.views import READ_MODELS
 
-# The tables the projection writes: rebuilt and switched together.
-PROJECTED = (
-    "systems",
-    "jobs",
-    "executions",
-    "users",
-    "sessions",
-    "counters",
-    "projection_failures",
-)
+# The projections ``orca rebuild --projection NAME`` knows.
+PROJECTIONS: dict[str, Projection] = {p.name: p for p in (READ_MODELS, REPORTS)}
 SHADOW_SCHEMA = "orca_rebuild"
 
-Progress = Callable[[int, int, float], None]  # events done, events in all, seconds so far
+# Events done, events in the log, seconds so far.
+Progress = Callable[[int, int, float], None]
 
 
 def rebuild(
-    app: OrcaApplication, postgres: PostgresDsn | None, sqlite_file: Path, progress: Progress
-) -> int:
-    """Project every event into new tables and switch them in; return the events applied."""
+    app: OrcaApplication,
+    postgres: PostgresDsn | None,
+    sqlite_file: Path,
+    progress: Progress,
+    names: Sequence[str] = tuple(PROJECTIONS),
+) -> dict[str, int]:
+    """Replay the log into new tables for the named projections (in one pass: each event is
+    read and decoded once), then switch them all in with one transaction; return how many
+    events each one applied."""
+    if postgres is not None:
+        shadow = _postgres_shadow(postgres)
+        projectors, applied = _replay(app, shadow, names, progress)
+        shadow.create_indexes()  # in one go, while the live projectors still run
+        last = _switch_postgres(postgres, projectors)
+    else:
+        shadow_file = sqlite_file.with_name("rebuild.sqlite3")
+        projectors, applied = _replay(app, _sqlite_shadow(shadow_file), names, progress)
+        last = _switch_sqlite(sqlite_file, projectors, shadow_file)
+    return {name: applied[name] + last[name] for name in applied}
+
+
+def _replay(
+    app: OrcaApplication, shadow: ReadStore, names: Sequence[str], progress: Progress
+) -> tuple[list[Projector], dict[str, int]]:
+    projectors = [Projector(app, shadow, Beacon(), Beacon(), PROJECTIONS[n]) for n in names]
     started = time.monotonic()
-    shadow_file = sqlite_file.with_name("rebuild.sqlite3")
-    if postgres is not None:
-        shadow: ReadStore = _postgres_shadow(postgres)
-    else:
-        shadow = _sqlite_shadow(shadow_file)
-    projector = Projector(app, shadow, Beacon(), Beacon())
     head = app.recorder.max_notification_id() or 0
-    applied = projector.catch_up(
-        on_batch=lambda position: progress(position, head, time.monotonic() - started)
-    )
-    if postgres is not None:
-        applied += _switch_postgres(postgres, projector)
-    else:
-        applied += _switch_sqlite(sqlite_file, projector, shadow_file)
-    progress(projector.position, projector.position, time.monotonic() - started)
-    return applied
+
+    def report(position: int) -> None:
+        progress(position, max(head, position), time.monotonic() - started)
+
+    # What exists now (code, the application) is not garbage: the collections set off by the
+    # replay's many new objects need not look at it again and again.
+    gc.freeze()
+    try:
+        applied = catch_up(projectors, on_batch=report)
+    finally:
+        gc.unfreeze()
+    report(min(p.position for p in projectors))
+    return projectors, applied
 
 
-def _postgres_shadow(dsn: PostgresDsn) -> ReadStore:
+def _postgres_shadow(dsn: PostgresDsn) -> PostgresReadStore:
     with dsn.connect() as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {SHADOW_SCHEMA} CASCADE")
         conn.execute(f"CREATE SCHEMA {SHADOW_SCHEMA}")
@@ -77,24 +95,28 @@ def _postgres_shadow(dsn: PostgresDsn) -> ReadStore:
     )  # fmt: skip
     # The view SQL names its tables without a schema: resolve them in the shadow schema.
     cast(dict[str, Any], datastore.pool.kwargs)["options"] = f"-c search_path={SHADOW_SCHEMA}"
-    store = PostgresReadStore(datastore)
+    store = PostgresReadStore(datastore, live=False)
     store.create_table()
     return store
 
 
-def _switch_postgres(dsn: PostgresDsn, projector: Projector) -> int:
+def _switch_postgres(dsn: PostgresDsn, projectors: Sequence[Projector]) -> dict[str, int]:
+    names = [p.name for p in projectors]
     with dsn.connect() as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SWITCH_LOCK,))
-        applied = projector.catch_up()  # the last events, while the live projector waits
-        conn.execute(  # other projections (reports) keep their positions
+        applied = catch_up(projectors)  # the last events, while the live projectors wait
+        conn.execute(  # the projections not rebuilt keep their positions
             f"INSERT INTO {SHADOW_SCHEMA}.{TRACKING_TABLE} SELECT * FROM public.{TRACKING_TABLE}"
-            " WHERE application_name <> %s ON CONFLICT (application_name) DO NOTHING",
-            (projector.name,),
+            " WHERE application_name <> ALL(%s) ON CONFLICT (application_name) DO NOTHING",
+            (names,),
         )
-        for table in (*PROJECTED, TRACKING_TABLE):
+        for table in (*(t for p in projectors for t in p.projection.tables), TRACKING_TABLE):
             conn.execute(f"DROP TABLE IF EXISTS public.{table}")
             conn.execute(f"ALTER TABLE {SHADOW_SCHEMA}.{table} SET SCHEMA public")
         conn.execute(f"DROP SCHEMA {SHADOW_SCHEMA} CASCADE")
+        if READ_MODELS.name in names:  # API processes elsewhere wait on the main views
+            position = next(p.position for p in projectors if p.name == READ_MODELS.name)
+            conn.execute("SELECT pg_notify(%s, %s)", (VIEWS_CHANNEL, str(position)))
     return applied
 
 
@@ -105,22 +127,27 @@ def _sqlite_shadow(path: Path) -> ReadStore:
     return store
 
 
-def _switch_sqlite(live_file: Path, projector: Projector, shadow_file: Path) -> int:
+def _switch_sqlite(
+    live_file: Path, projectors: Sequence[Projector], shadow_file: Path
+) -> dict[str, int]:
     """One write transaction on the live file copies the rebuilt tables in: readers (WAL)
-    see the old tables until it commits; writers, the live projector too, wait for it."""
+    see the old tables until it commits; writers, the live projectors too, wait for it."""
+    names = [(p.name,) for p in projectors]
     conn = sqlite3.connect(live_file, isolation_level=None, timeout=60)
     try:
         conn.execute("ATTACH DATABASE ? AS shadow", (str(shadow_file),))
-        conn.execute("BEGIN IMMEDIATE")
-        applied = projector.catch_up()  # the last events, while every writer waits
-        for table in PROJECTED:
+        # The first write takes the live file's write lock, and only its: BEGIN IMMEDIATE
+        # would lock the shadow file too, which the last events are written to.
+        conn.execute("BEGIN")
+        conn.executemany("DELETE FROM main.tracking WHERE application_name = ?", names)
+        applied = catch_up(projectors)  # the last events, while every writer waits
+        for table in (t for p in projectors for t in p.projection.tables):
             conn.execute(f"DELETE FROM main.{table}")
             conn.execute(f"INSERT INTO main.{table} SELECT * FROM shadow.{table}")
-        # Only this projection's position moves: other projections (reports) keep theirs.
-        conn.execute("DELETE FROM main.tracking WHERE application_name = ?", (projector.name,))
-        conn.execute(
+        # Only the rebuilt projections' positions move; the others keep theirs.
+        conn.executemany(
             "INSERT INTO main.tracking SELECT * FROM shadow.tracking WHERE application_name = ?",
-            (projector.name,),
+            names,
         )
         conn.execute("COMMIT")
         conn.execute("DETACH DATABASE shadow")

@@ -8,57 +8,61 @@ history on the first start, while everything else keeps running.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import msgspec
 
 from orca.domain.job import Execution
-from orca.projections.store import Cursor, ReadStore
-from orca.projections.views import Handler, iso
+from orca.projections.rows import Projection, Rows
+from orca.projections.store import ReadStore
+from orca.projections.views import iso
 
-NAME = "orca-reports"
 
-
-def _created(cur: Cursor, e: Execution.Created, seq: int) -> None:
-    cur.execute(
-        "INSERT INTO report_executions (id, system_id) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
-        (str(e.originator_id), str(e.system_id)),
+def _created(rows: Rows, e: Execution.Created, seq: int) -> None:
+    rows.insert(
+        "report_executions",
+        {"id": str(e.originator_id), "system_id": str(e.system_id), "started_at": None},
     )
 
 
-def _started(cur: Cursor, e: Execution.Started, seq: int) -> None:
-    cur.execute(
-        "UPDATE report_executions SET started_at = ? WHERE id = ?",
-        (iso(e.timestamp), str(e.originator_id)),
-    )
+def _started(rows: Rows, e: Execution.Started, seq: int) -> None:
+    rows.update("report_executions", str(e.originator_id), started_at=iso(e.timestamp))
 
 
-def _finished(cur: Cursor, e: Execution.Finished, seq: int) -> None:
-    cur.execute(
-        "SELECT system_id, started_at FROM report_executions WHERE id = ?",
-        (str(e.originator_id),),
-    )
-    row = cur.fetchone()
+def _finished(rows: Rows, e: Execution.Finished, seq: int) -> None:
+    execution_id = str(e.originator_id)
+    row = rows.get("report_executions", execution_id)
     if row is None or row["started_at"] is None:
         return
-    started = datetime.fromisoformat(row["started_at"])
-    duration = max(0.0, (e.timestamp - started).total_seconds())
-    cur.execute(
-        "INSERT INTO report_system_days (system_id, day, executions, completed, duration_sum)"
-        " VALUES (?, ?, 1, ?, ?) ON CONFLICT (system_id, day) DO UPDATE SET"
-        " executions = report_system_days.executions + 1,"
-        " completed = report_system_days.completed + excluded.completed,"
-        " duration_sum = report_system_days.duration_sum + excluded.duration_sum",
-        (row["system_id"], iso(e.timestamp)[:10], int(e.status == "completed"), duration),
-    )
-    cur.execute("DELETE FROM report_executions WHERE id = ?", (str(e.originator_id),))
+    duration = max(0.0, (e.timestamp - datetime.fromisoformat(row["started_at"])).total_seconds())
+    key = (row["system_id"], iso(e.timestamp)[:10])
+    completed = int(e.status == "completed")
+    day = rows.get("report_system_days", key)
+    if day is None:
+        rows.insert(
+            "report_system_days",
+            {
+                "system_id": key[0], "day": key[1], "executions": 1, "completed": completed,
+                "duration_sum": duration,
+            },
+        )  # fmt: skip
+    else:
+        rows.update(
+            "report_system_days", key,
+            executions=day["executions"] + 1, completed=day["completed"] + completed,
+            duration_sum=day["duration_sum"] + duration,
+        )  # fmt: skip
+    rows.delete("report_executions", execution_id)
 
 
-HANDLERS: dict[type[Any], Handler] = {
-    Execution.Created: _created,
-    Execution.Started: _started,
-    Execution.Finished: _finished,
-}
+REPORTS = Projection(
+    name="orca-reports",
+    handlers={
+        Execution.Created: _created,
+        Execution.Started: _started,
+        Execution.Finished: _finished,
+    },
+    tables=("report_executions", "report_system_days"),
+)
 
 
 class SystemDay(msgspec.Struct):

@@ -4,6 +4,9 @@ Timestamps are stored as the API shows them (UTC, ``Z``), so reads need no conve
 text order is time order.
 """
 
+# Primary keys of the projected tables that are not keyed by ``id``.
+KEYS = {"report_system_days": ("system_id", "day")}
+
 TABLES = (
     """CREATE TABLE IF NOT EXISTS systems (
         id TEXT PRIMARY KEY,
@@ -21,7 +24,6 @@ TABLES = (
         updated_at TEXT NOT NULL,
         last_health_check TEXT NULL
     )""",
-    "CREATE INDEX IF NOT EXISTS systems_seq ON systems (seq)",
     """CREATE TABLE IF NOT EXISTS jobs (
         id TEXT PRIMARY KEY,
         seq BIGINT NOT NULL,
@@ -38,9 +40,6 @@ TABLES = (
         n_completed INTEGER NOT NULL DEFAULT 0,
         cancelled BOOLEAN NOT NULL DEFAULT FALSE
     )""",
-    "CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq)",
-    "CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq)",
-    "CREATE INDEX IF NOT EXISTS jobs_created_by_seq ON jobs (created_by, seq)",
     """CREATE TABLE IF NOT EXISTS executions (
         id TEXT PRIMARY KEY,
         seq BIGINT NOT NULL,
@@ -61,9 +60,6 @@ TABLES = (
         duration_seconds DOUBLE PRECISION NULL,
         cancel_requested BOOLEAN NOT NULL DEFAULT FALSE
     )""",
-    "CREATE INDEX IF NOT EXISTS executions_job ON executions (job_id, seq)",
-    "CREATE INDEX IF NOT EXISTS executions_queue ON executions (status, scheduled_at)",
-    "CREATE INDEX IF NOT EXISTS executions_system ON executions (system_id)",
     """CREATE TABLE IF NOT EXISTS users (
         id TEXT PRIMARY KEY,
         seq BIGINT NOT NULL,
@@ -131,6 +127,18 @@ TABLES = (
             ),
         )
     ),
+)
+
+# Secondary indexes of the projected tables, for the queries. A rebuild builds them after
+# filling its tables: in one go that is several times cheaper than row by row.
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS systems_seq ON systems (seq)",
+    "CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq)",
+    "CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq)",
+    "CREATE INDEX IF NOT EXISTS jobs_created_by_seq ON jobs (created_by, seq)",
+    "CREATE INDEX IF NOT EXISTS executions_job ON executions (job_id, seq)",
+    "CREATE INDEX IF NOT EXISTS executions_queue ON executions (status, scheduled_at)",
+    "CREATE INDEX IF NOT EXISTS executions_system ON executions (system_id)",
 )
 
 # The reporting read model (projections/reports.py), with a position of its own.

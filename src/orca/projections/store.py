@@ -18,11 +18,13 @@ from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
 from psycopg.sql import SQL, Composed
 
-from orca.projections.schema import REPORT_TABLES, TABLES
+from orca.projections.schema import INDEXES, REPORT_TABLES, TABLES
 
 Row = Any  # sqlite3.Row or a psycopg dict row: both are read by column name
 VIEWS_CHANNEL = "orca_views"
 TRACKING_TABLE = "orca_tracking"  # PostgreSQL's; SQLite's is the library's ``tracking``
+# A few rows go in one pipelined round trip of INSERTs; more, in a COPY (two round trips).
+COPY_FROM_ROWS = 20
 # Each batch holds it shared; a rebuild's switch, exclusively.
 SWITCH_LOCK = zlib.crc32(b"orca read-model switch")
 
@@ -34,6 +36,9 @@ class StalePosition(Exception):
 class Cursor(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None: ...
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+    def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None: ...
     def fetchone(self) -> Row | None: ...
     def fetchall(self) -> list[Row]: ...
 
@@ -56,8 +61,8 @@ class ReadStore(Protocol):
 class _Views:
     """Shared behaviour of the two backends."""
 
-    def _view_statements(self) -> list[str]:
-        return [*TABLES, *REPORT_TABLES]
+    def _view_statements(self, *, indexes: bool = True) -> list[str]:
+        return [*TABLES, *(INDEXES if indexes else ()), *REPORT_TABLES]
 
     @abstractmethod
     def _cursor(self, *, commit: bool) -> AbstractContextManager[Any]: ...
@@ -115,7 +120,7 @@ class SQLiteReadStore(_Views, SQLiteTrackingRecorder):
         return self.datastore.transaction(commit=commit)
 
     def _wrap(self, cursor: Any) -> Cursor:
-        return cursor  # type: ignore[no-any-return]
+        return _SQLiteCursor(cursor)
 
     def _track(self, cursor: Any, tracking: Tracking) -> None:
         self._insert_tracking(cursor, tracking)
@@ -124,9 +129,39 @@ class SQLiteReadStore(_Views, SQLiteTrackingRecorder):
         return self._max_tracking_id(application_name, cursor)
 
 
+class _SQLiteCursor:
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._cursor.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cursor.executemany(sql, rows)
+
+    def fetchone(self) -> Row | None:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Row]:
+        return self._cursor.fetchall()  # type: ignore[no-any-return]
+
+    def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        marks = ", ".join("?" * len(columns))
+        self._cursor.executemany(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows
+        )
+
+
 @lru_cache(maxsize=512)
 def _to_pyformat(sql: str) -> str:
     return sql.replace("?", "%s")
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
 
 
 class _PostgresCursor:
@@ -138,6 +173,16 @@ class _PostgresCursor:
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self._cursor.executemany(_to_pyformat(sql), rows)
+
+    def insert_many(
+        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        if len(rows) < COPY_FROM_ROWS:
+            self._cursor.executemany(_insert_sql(table, tuple(columns)), rows)
+            return
+        with self._cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def fetchone(self) -> Row | None:
         return self._cursor.fetchone()
@@ -158,9 +203,20 @@ class PostgresReadStore(_Views, PostgresTrackingRecorder):
             row = cur.fetchone()
         return int(row["n"]) if row else 0
 
-    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
-        super().__init__(datastore, tracking_table_name=TRACKING_TABLE, **kwargs)
-        self.sql_create_statements.extend(Composed([SQL(s)]) for s in self._view_statements())
+    def __init__(self, datastore: PostgresDatastore, *, live: bool = True) -> None:
+        """A store that is not ``live`` (a rebuild's tables aside) neither takes the switch
+        lock nor tells other processes of its progress, and has its secondary indexes only
+        once ``create_indexes`` is called."""
+        super().__init__(datastore, tracking_table_name=TRACKING_TABLE)
+        self.sql_create_statements.extend(
+            Composed([SQL(s)]) for s in self._view_statements(indexes=live)
+        )
+        self._live = live
+
+    def create_indexes(self) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            for statement in INDEXES:
+                cursor.execute(statement)
 
     def _cursor(self, *, commit: bool) -> AbstractContextManager[Any]:
         return self.datastore.transaction(commit=commit)
@@ -168,15 +224,40 @@ class PostgresReadStore(_Views, PostgresTrackingRecorder):
     def _wrap(self, cursor: Any) -> Cursor:
         return _PostgresCursor(cursor)
 
+    @contextmanager
+    def read(self) -> Iterator[Cursor]:
+        """Every statement of a read sees one snapshot: a total and its page of rows, a job
+        and its executions agree even while a projector commits between them (under READ
+        COMMITTED a page showed 37 jobs of a total of 35)."""
+        with self._cursor(commit=False) as raw:
+            raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield self._wrap(raw)
+
     def _begin_batch(self, cursor: Any) -> None:
-        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", (SWITCH_LOCK,))
+        if self._live:
+            # Live batches wait for the disk: the API answers from them as soon as they commit,
+            # and a crash must not take an answer back (a job created, then "not found").
+            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", (SWITCH_LOCK,), prepare=True)
+        else:
+            # A rebuild's tables aside are read by no one before the switch, whose (durable)
+            # commit flushes them too: their batches need not wait for the disk.
+            cursor.execute("SET LOCAL synchronous_commit = off")
 
     def _position(self, cursor: Any, application_name: str) -> int | None:
-        return self._max_tracking_id(application_name, cursor)
+        """The position, locked until the batch ends: a second projector's batch waits for
+        this one, then finds the position moved (exactly once, whatever leads)."""
+        cursor.execute(
+            f"INSERT INTO {TRACKING_TABLE} (application_name, notification_id) VALUES (%s, 0)"
+            " ON CONFLICT (application_name) DO UPDATE"
+            f" SET notification_id = {TRACKING_TABLE}.notification_id RETURNING notification_id",
+            (application_name,),
+            prepare=True,
+        )
+        return cursor.fetchone()["notification_id"]  # type: ignore[no-any-return]
 
     def _track(self, cursor: Any, tracking: Tracking) -> None:
         self._insert_tracking(cursor, tracking)
-        if tracking.application_name == self.application_name:
+        if self._live and tracking.application_name == self.application_name:
             # Tell API processes and workers elsewhere that the main views moved on.
             cursor.execute(
                 "SELECT pg_notify(%s, %s)", (VIEWS_CHANNEL, str(tracking.notification_id))

@@ -1,12 +1,11 @@
 """The projection of the event log into the read-model tables.
 
-One handler per event type; each sees the cursor of the batch's transaction. The dashboard
-counters move with every status change, so reading them never counts rows.
+One handler per event type; each reads and changes rows through the batch's ``Rows``. The
+dashboard counters move with every status change, so reading them never counts rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,9 +13,7 @@ from orca.domain.index import NameIndex
 from orca.domain.job import FINISHED, Execution, Job
 from orca.domain.system import System
 from orca.domain.user import Session, User
-from orca.projections.store import Cursor
-
-Handler = Callable[[Cursor, Any, int], None]
+from orca.projections.rows import Handler, Projection, Row, Rows, ignore
 
 # System fields an update may change, as read-model columns (credentials are never shown).
 _SYSTEM_COLUMNS = ("name", "hostname", "port", "username", "description", "is_active")
@@ -24,98 +21,73 @@ _SYSTEM_COLUMNS = ("name", "hostname", "port", "username", "description", "is_ac
 
 def iso(moment: datetime) -> str:
     """UTC ISO 8601 with a ``Z`` and fixed width, so that text order is time order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _bump(cur: Cursor, *changes: tuple[str, float]) -> None:
-    for name, delta in changes:
-        if delta:
-            cur.execute("UPDATE counters SET value = value + ? WHERE name = ?", (delta, name))
-
-
-def _one(cur: Cursor, sql: str, params: tuple[Any, ...]) -> Any:
-    cur.execute(sql, params)
-    return cur.fetchone()
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:26] + "Z"
 
 
 # --- systems -------------------------------------------------------------------------------
 
 
-def _system_created(cur: Cursor, e: System.Created, seq: int) -> None:
+def _system_created(rows: Rows, e: System.Created, seq: int) -> None:
     at = iso(e.timestamp)
-    cur.execute(
-        "INSERT INTO systems (id, seq, name, hostname, port, system_type, username, description,"
-        " is_active, health_status, host_key, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'unknown', ?, ?, ?)",
-        (
-            str(e.originator_id), seq, e.name, e.hostname, e.port, e.system_type, e.username,
-            e.description, True, e.host_key, at, at,
-        ),
+    rows.insert(
+        "systems",
+        {
+            "id": str(e.originator_id), "seq": seq, "name": e.name, "hostname": e.hostname,
+            "port": e.port, "system_type": e.system_type, "username": e.username,
+            "description": e.description, "is_active": True, "health_status": "unknown",
+            "host_key": e.host_key, "created_at": at, "updated_at": at,
+            "last_health_check": None,
+        },
     )  # fmt: skip
-    _bump(cur, ("systems.total", 1), ("systems.active", 1), (f"systems.{e.system_type}", 1))
+    rows.bump(("systems.total", 1), ("systems.active", 1), (f"systems.{e.system_type}", 1))
 
 
-def _system_updated(cur: Cursor, e: System.Updated, seq: int) -> None:
+def _system_updated(rows: Rows, e: System.Updated, seq: int) -> None:
     system_id = str(e.originator_id)
-    row = _one(cur, "SELECT is_active FROM systems WHERE id = ?", (system_id,))
+    row = rows.get("systems", system_id)
     if row is None:
         return
     changes = {k: v for k, v in e.changes.items() if k in _SYSTEM_COLUMNS}
-    sets = ", ".join(f"{column} = ?" for column in changes)
-    cur.execute(
-        f"UPDATE systems SET {sets}{', ' if sets else ''}updated_at = ? WHERE id = ?",
-        (*changes.values(), iso(e.timestamp), system_id),
-    )
     if "is_active" in changes and bool(changes["is_active"]) != bool(row["is_active"]):
-        _bump(cur, ("systems.active", 1 if changes["is_active"] else -1))
+        rows.bump(("systems.active", 1 if changes["is_active"] else -1))
+    rows.update("systems", system_id, **changes, updated_at=iso(e.timestamp))
     if "name" in changes:
-        cur.execute(
+        rows.execute(
             "UPDATE executions SET system_name = ? WHERE system_id = ?",
             (changes["name"], system_id),
         )
 
 
-def _host_key_pinned(cur: Cursor, e: System.HostKeyPinned, seq: int) -> None:
-    cur.execute(
-        "UPDATE systems SET host_key = ?, updated_at = ? WHERE id = ?",
-        (e.host_key, iso(e.timestamp), str(e.originator_id)),
-    )
+def _host_key_pinned(rows: Rows, e: System.HostKeyPinned, seq: int) -> None:
+    rows.update("systems", str(e.originator_id), host_key=e.host_key, updated_at=iso(e.timestamp))
 
 
-def _health_checked(cur: Cursor, e: System.HealthChecked, seq: int) -> None:
+def _health_checked(rows: Rows, e: System.HealthChecked, seq: int) -> None:
     system_id = str(e.originator_id)
-    row = _one(cur, "SELECT health_status FROM systems WHERE id = ?", (system_id,))
+    row = rows.get("systems", system_id)
     if row is None:
         return
-    at = iso(e.timestamp)
-    cur.execute(
-        "UPDATE systems SET health_status = ?, last_health_check = ? WHERE id = ?",
-        (e.health_status, at, system_id),
-    )
     was, now = row["health_status"] == "healthy", e.health_status == "healthy"
-    _bump(cur, ("systems.healthy", int(now) - int(was)))
+    rows.update(
+        "systems", system_id, health_status=e.health_status, last_health_check=iso(e.timestamp)
+    )
+    rows.bump(("systems.healthy", int(now) - int(was)))
 
 
-def _system_deleted(cur: Cursor, e: System.Deleted, seq: int) -> None:
+def _system_deleted(rows: Rows, e: System.Deleted, seq: int) -> None:
     """The system and its executions leave the read models; the log keeps their history."""
     system_id = str(e.originator_id)
-    row = _one(
-        cur,
-        "SELECT is_active, health_status, system_type FROM systems WHERE id = ?",
-        (system_id,),
-    )
+    row = rows.get("systems", system_id)
     if row is None:
         return
-    cur.execute(
+    for execution in rows.select(
         "SELECT id, job_id, status, duration_seconds FROM executions WHERE system_id = ?",
         (system_id,),
-    )
-    for execution in cur.fetchall():
-        _forget_execution(cur, execution)
-    cur.execute("DELETE FROM executions WHERE system_id = ?", (system_id,))
-    cur.execute("DELETE FROM systems WHERE id = ?", (system_id,))
-    _bump(
-        cur,
+    ):
+        _forget_execution(rows, execution)
+    rows.execute("DELETE FROM executions WHERE system_id = ?", (system_id,))
+    rows.delete("systems", system_id)
+    rows.bump(
         ("systems.total", -1),
         ("systems.active", -int(bool(row["is_active"]))),
         ("systems.healthy", -int(row["health_status"] == "healthy")),
@@ -123,50 +95,51 @@ def _system_deleted(cur: Cursor, e: System.Deleted, seq: int) -> None:
     )
 
 
-def _forget_execution(cur: Cursor, execution: Any) -> None:
+def _forget_execution(rows: Rows, execution: Row) -> None:
     status = execution["status"]
-    cur.execute(
-        "UPDATE jobs SET n_executions = n_executions - 1, n_started = n_started - ?,"
-        " n_finished = n_finished - ?, n_completed = n_completed - ? WHERE id = ?",
-        (
-            int(status != "pending"),
-            int(status in FINISHED),
-            int(status == "completed"),
+    job = rows.get("jobs", execution["job_id"])
+    if job is not None:
+        rows.update(
+            "jobs",
             execution["job_id"],
-        ),
-    )
-    _bump(cur, ("executions.total", -1), (f"executions.{status}", -1))
+            n_executions=job["n_executions"] - 1,
+            n_started=job["n_started"] - int(status != "pending"),
+            n_finished=job["n_finished"] - int(status in FINISHED),
+            n_completed=job["n_completed"] - int(status == "completed"),
+        )
+    rows.bump(("executions.total", -1), (f"executions.{status}", -1))
     if execution["duration_seconds"] is not None:
-        _bump(
-            cur,
+        rows.bump(
             ("executions.duration_sum", -execution["duration_seconds"]),
             ("executions.duration_count", -1),
         )
-    _refresh_job_status(cur, execution["job_id"])
+    _refresh_job_status(rows, execution["job_id"])
 
 
 # --- jobs and executions ---------------------------------------------------------------------
 
 
-def _job_created(cur: Cursor, e: Job.Created, seq: int) -> None:
-    cur.execute(
-        "INSERT INTO jobs (id, seq, name, command, status, created_by, created_at, scheduled_at,"
-        " timeout_seconds, n_executions) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
-        (
-            str(e.originator_id), seq, e.name, e.command, e.created_by, iso(e.timestamp),
-            iso(e.schedule_at) if e.schedule_at else None, e.timeout_seconds, len(e.system_ids),
-        ),
+def _job_created(rows: Rows, e: Job.Created, seq: int) -> None:
+    rows.insert(
+        "jobs",
+        {
+            "id": str(e.originator_id), "seq": seq, "name": e.name, "command": e.command,
+            "status": "pending", "created_by": e.created_by, "created_at": iso(e.timestamp),
+            "scheduled_at": iso(e.schedule_at) if e.schedule_at else None,
+            "timeout_seconds": e.timeout_seconds, "n_executions": len(e.system_ids),
+            "n_started": 0, "n_finished": 0, "n_completed": 0, "cancelled": False,
+        },
     )  # fmt: skip
-    _bump(cur, ("jobs.total", 1), ("jobs.pending", 1))
+    rows.bump(("jobs.total", 1), ("jobs.pending", 1))
 
 
-def _job_cancelled(cur: Cursor, e: Job.Cancelled, seq: int) -> None:
+def _job_cancelled(rows: Rows, e: Job.Cancelled, seq: int) -> None:
     job_id = str(e.originator_id)
-    cur.execute("UPDATE jobs SET cancelled = ? WHERE id = ?", (True, job_id))
-    _refresh_job_status(cur, job_id)
+    rows.update("jobs", job_id, cancelled=True)
+    _refresh_job_status(rows, job_id)
 
 
-def _job_status(row: Any) -> str:
+def _job_status(row: Row) -> str:
     if row["cancelled"]:
         return "cancelled"
     if row["n_finished"] >= row["n_executions"]:
@@ -174,143 +147,153 @@ def _job_status(row: Any) -> str:
     return "running" if row["n_started"] > 0 else "pending"
 
 
-def _refresh_job_status(cur: Cursor, job_id: str) -> None:
-    row = _one(
-        cur,
-        "SELECT status, cancelled, n_executions, n_started, n_finished, n_completed"
-        " FROM jobs WHERE id = ?",
-        (job_id,),
-    )
+def _refresh_job_status(rows: Rows, job_id: str) -> None:
+    row = rows.get("jobs", job_id)
     if row is None:
         return
-    status = _job_status(row)
-    if status != row["status"]:
-        cur.execute("UPDATE jobs SET status = ? WHERE id = ?", (status, job_id))
-        _bump(cur, (f"jobs.{row['status']}", -1), (f"jobs.{status}", 1))
+    was, status = row["status"], _job_status(row)
+    if status != was:
+        rows.update("jobs", job_id, status=status)
+        rows.bump((f"jobs.{was}", -1), (f"jobs.{status}", 1))
 
 
-def _execution_created(cur: Cursor, e: Execution.Created, seq: int) -> None:
+def _execution_created(rows: Rows, e: Execution.Created, seq: int) -> None:
     system_id = str(e.system_id)
     job_id = str(e.job_id)
-    cur.execute(
-        "INSERT INTO executions (id, seq, job_id, system_id, system_name, status, scheduled_at)"
-        " VALUES (?, ?, ?, ?, COALESCE((SELECT name FROM systems WHERE id = ?), ''), 'pending',"
-        " (SELECT scheduled_at FROM jobs WHERE id = ?))",
-        (str(e.originator_id), seq, job_id, system_id, system_id, job_id),
-    )
-    _bump(cur, ("executions.total", 1), ("executions.pending", 1))
+    system = rows.get("systems", system_id)
+    job = rows.get("jobs", job_id)
+    rows.insert(
+        "executions",
+        {
+            "id": str(e.originator_id), "seq": seq, "job_id": job_id, "system_id": system_id,
+            "system_name": system["name"] if system else "", "status": "pending",
+            "scheduled_at": job["scheduled_at"] if job else None, "worker_id": None,
+            "started_at": None, "completed_at": None, "exit_code": None, "stdout": "",
+            "stderr": "", "stdout_truncated": False, "stderr_truncated": False,
+            "error_message": None, "duration_seconds": None, "cancel_requested": False,
+        },
+    )  # fmt: skip
+    rows.bump(("executions.total", 1), ("executions.pending", 1))
 
 
-def _execution_of(cur: Cursor, execution_id: str) -> Any:
-    return _one(
-        cur, "SELECT job_id, status, started_at FROM executions WHERE id = ?", (execution_id,)
-    )
-
-
-def _execution_started(cur: Cursor, e: Execution.Started, seq: int) -> None:
+def _execution_started(rows: Rows, e: Execution.Started, seq: int) -> None:
     execution_id = str(e.originator_id)
-    row = _execution_of(cur, execution_id)
+    row = rows.get("executions", execution_id)
     if row is None:
         return
-    cur.execute(
-        "UPDATE executions SET status = 'running', started_at = ?, worker_id = ? WHERE id = ?",
-        (iso(e.timestamp), e.worker_id, execution_id),
-    )
-    cur.execute("UPDATE jobs SET n_started = n_started + 1 WHERE id = ?", (row["job_id"],))
-    _bump(cur, ("executions.pending", -1), ("executions.running", 1))
-    _refresh_job_status(cur, row["job_id"])
+    rows.update(
+        "executions", execution_id,
+        status="running", started_at=iso(e.timestamp), worker_id=e.worker_id,
+    )  # fmt: skip
+    _job_progress(rows, row["job_id"], n_started=1)
+    rows.bump(("executions.pending", -1), ("executions.running", 1))
+    _refresh_job_status(rows, row["job_id"])
 
 
-def _execution_cancel_requested(cur: Cursor, e: Execution.CancelRequested, seq: int) -> None:
-    cur.execute(
-        "UPDATE executions SET cancel_requested = ? WHERE id = ?", (True, str(e.originator_id))
-    )
+def _job_progress(rows: Rows, job_id: str, **steps: int) -> None:
+    job = rows.get("jobs", job_id)
+    if job is not None:
+        rows.update("jobs", job_id, **{name: job[name] + step for name, step in steps.items()})
 
 
-def _execution_cancelled(cur: Cursor, e: Execution.Cancelled, seq: int) -> None:
+def _execution_cancel_requested(rows: Rows, e: Execution.CancelRequested, seq: int) -> None:
+    rows.update("executions", str(e.originator_id), cancel_requested=True)
+
+
+def _execution_cancelled(rows: Rows, e: Execution.Cancelled, seq: int) -> None:
     """A pending execution that will never start."""
     execution_id = str(e.originator_id)
-    row = _execution_of(cur, execution_id)
+    row = rows.get("executions", execution_id)
     if row is None:
         return
-    cur.execute(
-        "UPDATE executions SET status = 'cancelled', completed_at = ?, error_message = ?"
-        " WHERE id = ?",
-        (iso(e.timestamp), e.reason, execution_id),
-    )
-    cur.execute("UPDATE jobs SET n_finished = n_finished + 1 WHERE id = ?", (row["job_id"],))
-    _bump(cur, ("executions.pending", -1), ("executions.cancelled", 1))
-    _refresh_job_status(cur, row["job_id"])
+    rows.update(
+        "executions", execution_id,
+        status="cancelled", completed_at=iso(e.timestamp), error_message=e.reason,
+    )  # fmt: skip
+    _job_progress(rows, row["job_id"], n_finished=1)
+    rows.bump(("executions.pending", -1), ("executions.cancelled", 1))
+    _refresh_job_status(rows, row["job_id"])
 
 
-def _execution_finished(cur: Cursor, e: Execution.Finished, seq: int) -> None:
+def _execution_finished(rows: Rows, e: Execution.Finished, seq: int) -> None:
     execution_id = str(e.originator_id)
-    row = _execution_of(cur, execution_id)
+    row = rows.get("executions", execution_id)
     if row is None:
         return
-    started = row["started_at"]
+    was, started = row["status"], row["started_at"]
     duration = (
         round((e.timestamp - datetime.fromisoformat(started)).total_seconds(), 3)
         if started
         else None
     )
-    cur.execute(
-        "UPDATE executions SET status = ?, completed_at = ?, exit_code = ?, stdout = ?,"
-        " stderr = ?, stdout_truncated = ?, stderr_truncated = ?, error_message = ?,"
-        " duration_seconds = ? WHERE id = ?",
-        (
-            e.status, iso(e.timestamp), e.exit_code, e.stdout, e.stderr, e.stdout_truncated,
-            e.stderr_truncated, e.error_message, duration, execution_id,
-        ),
+    rows.update(
+        "executions", execution_id,
+        status=e.status, completed_at=iso(e.timestamp), exit_code=e.exit_code,
+        stdout=e.stdout, stderr=e.stderr, stdout_truncated=e.stdout_truncated,
+        stderr_truncated=e.stderr_truncated, error_message=e.error_message,
+        duration_seconds=duration,
     )  # fmt: skip
-    cur.execute(
-        "UPDATE jobs SET n_finished = n_finished + 1, n_completed = n_completed + ? WHERE id = ?",
-        (1 if e.status == "completed" else 0, row["job_id"]),
-    )
-    _bump(cur, (f"executions.{row['status']}", -1), (f"executions.{e.status}", 1))
+    _job_progress(rows, row["job_id"], n_finished=1, n_completed=int(e.status == "completed"))
+    rows.bump((f"executions.{was}", -1), (f"executions.{e.status}", 1))
     if duration is not None:
-        _bump(cur, ("executions.duration_sum", duration), ("executions.duration_count", 1))
-    _refresh_job_status(cur, row["job_id"])
+        rows.bump(("executions.duration_sum", duration), ("executions.duration_count", 1))
+    _refresh_job_status(rows, row["job_id"])
 
 
 # --- users and sessions ----------------------------------------------------------------------
 
 
-def _user_created(cur: Cursor, e: User.Created, seq: int) -> None:
+def _user_created(rows: Rows, e: User.Created, seq: int) -> None:
     at = iso(e.timestamp)
-    cur.execute(
-        "INSERT INTO users (id, seq, username, role, is_active, credentials_version, created_at,"
-        " updated_at) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-        (str(e.originator_id), seq, e.username, e.role, True, at, at),
-    )
+    rows.insert(
+        "users",
+        {
+            "id": str(e.originator_id), "seq": seq, "username": e.username, "role": e.role,
+            "is_active": True, "credentials_version": 0, "created_at": at, "updated_at": at,
+        },
+    )  # fmt: skip
 
 
-def _user_changed(sets: str, *values: Any) -> Handler:
-    """Handlers for the events that change a user's rights: each ends older sessions."""
-
-    def handler(cur: Cursor, e: Any, seq: int) -> None:
-        cur.execute(
-            f"UPDATE users SET {sets}, updated_at = ? WHERE id = ?",
-            (*(getattr(e, v) if isinstance(v, str) else v for v in values), iso(e.timestamp),
-             str(e.originator_id)),
-        )  # fmt: skip
-
-    return handler
+def _change_user(rows: Rows, e: Any, *, ends_sessions: bool, **values: Any) -> None:
+    """A change of a user's rights ends their older sessions."""
+    user_id = str(e.originator_id)
+    user = rows.get("users", user_id)
+    if user is None:
+        return
+    if ends_sessions:
+        values["credentials_version"] = user["credentials_version"] + 1
+    rows.update("users", user_id, **values, updated_at=iso(e.timestamp))
 
 
-def _session_created(cur: Cursor, e: Session.Created, seq: int) -> None:
-    cur.execute(
-        "INSERT INTO sessions (id, user_id, credentials_version, expires_at) VALUES (?, ?, ?, ?)",
-        (str(e.originator_id), str(e.user_id), e.credentials_version, iso(e.expires_at)),
-    )
+def _password_changed(rows: Rows, e: User.PasswordChanged, seq: int) -> None:
+    _change_user(rows, e, ends_sessions=True)
 
 
-def _session_revoked(cur: Cursor, e: Session.Revoked, seq: int) -> None:
-    cur.execute("UPDATE sessions SET revoked = ? WHERE id = ?", (True, str(e.originator_id)))
+def _role_changed(rows: Rows, e: User.RoleChanged, seq: int) -> None:
+    _change_user(rows, e, ends_sessions=True, role=e.role)
 
 
-def _ignore(cur: Cursor, e: Any, seq: int) -> None:
-    """Events that change nothing the read models show."""
+def _user_disabled(rows: Rows, e: User.Disabled, seq: int) -> None:
+    _change_user(rows, e, ends_sessions=True, is_active=False)
+
+
+def _user_enabled(rows: Rows, e: User.Enabled, seq: int) -> None:
+    _change_user(rows, e, ends_sessions=False, is_active=True)
+
+
+def _session_created(rows: Rows, e: Session.Created, seq: int) -> None:
+    rows.insert(
+        "sessions",
+        {
+            "id": str(e.originator_id), "user_id": str(e.user_id),
+            "credentials_version": e.credentials_version, "expires_at": iso(e.expires_at),
+            "revoked": False,
+        },
+    )  # fmt: skip
+
+
+def _session_revoked(rows: Rows, e: Session.Revoked, seq: int) -> None:
+    rows.update("sessions", str(e.originator_id), revoked=True)
 
 
 HANDLERS: dict[type[Any], Handler] = {
@@ -327,18 +310,22 @@ HANDLERS: dict[type[Any], Handler] = {
     Execution.Cancelled: _execution_cancelled,
     Execution.Finished: _execution_finished,
     User.Created: _user_created,
-    User.PasswordChanged: _user_changed("credentials_version = credentials_version + 1"),
-    User.RoleChanged: _user_changed(
-        "role = ?, credentials_version = credentials_version + 1", "role"
-    ),
-    User.Disabled: _user_changed(
-        "is_active = ?, credentials_version = credentials_version + 1", False
-    ),
-    User.Enabled: _user_changed("is_active = ?", True),
+    User.PasswordChanged: _password_changed,
+    User.RoleChanged: _role_changed,
+    User.Disabled: _user_disabled,
+    User.Enabled: _user_enabled,
     Session.Created: _session_created,
-    Session.Refreshed: _ignore,
+    Session.Refreshed: ignore,
     Session.Revoked: _session_revoked,
-    NameIndex.Created: _ignore,
-    NameIndex.Reclaimed: _ignore,
-    NameIndex.Released: _ignore,
+    NameIndex.Created: ignore,
+    NameIndex.Reclaimed: ignore,
+    NameIndex.Released: ignore,
 }
+
+READ_MODELS = Projection(
+    name="orca",
+    handlers=HANDLERS,
+    tables=(
+        "systems", "jobs", "executions", "users", "sessions", "counters", "projection_failures",
+    ),
+)  # fmt: skip
