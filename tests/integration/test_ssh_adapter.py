@@ -14,7 +14,9 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from orca.executor.ssh import RunOutcome, SshLimits, SshTarget, fingerprint, run_command
+from orca.executor.pool import SshLimits, SshPool, SshTarget
+from orca.executor.ssh import RunOutcome, fingerprint, run_command
+from support.processes import remote_processes, wait_until_gone
 from support.sshd import SshdHost
 
 pytestmark = pytest.mark.sshd
@@ -28,19 +30,11 @@ def password_target(sshd: SshdHost, **changes: str | None) -> SshTarget:
 def run(
     target: SshTarget, command: str, *, timeout: float = 10, limits: SshLimits | None = None
 ) -> RunOutcome:
-    return asyncio.run(run_command(target, command, timeout=timeout, limits=limits or SshLimits()))
+    async def in_a_pool() -> RunOutcome:
+        async with SshPool(limits or SshLimits()) as pool:
+            return await run_command(pool, target, command, timeout=timeout)
 
-
-def remote_processes(user: str, pattern: str) -> list[str]:
-    found = subprocess.run(["pgrep", "-u", user, "-f", pattern], capture_output=True, text=True)
-    return found.stdout.split()
-
-
-def wait_until_gone(user: str, pattern: str, within: float = 5.0) -> list[str]:
-    deadline = time.monotonic() + within
-    while (left := remote_processes(user, pattern)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
+    return asyncio.run(in_a_pool())
 
 
 def closed_port() -> int:
@@ -208,14 +202,17 @@ def test_a_command_ignoring_term_is_killed_after_the_grace_period(sshd_host: Ssh
 
 def test_cancelling_the_task_kills_the_remote_command(sshd_host: SshdHost) -> None:
     async def start_then_cancel() -> None:
-        task = asyncio.create_task(run_command(password_target(sshd_host), "sleep 303", timeout=60))
-        deadline = time.monotonic() + 5
-        while not remote_processes(sshd_host.username, "sleep 303"):
-            assert time.monotonic() < deadline, "the remote command never started"
-            await asyncio.sleep(0.05)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        async with SshPool() as pool:
+            task = asyncio.create_task(
+                run_command(pool, password_target(sshd_host), "sleep 303", timeout=60)
+            )
+            deadline = time.monotonic() + 5
+            while not remote_processes(sshd_host.username, "sleep 303"):
+                assert time.monotonic() < deadline, "the remote command never started"
+                await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
 
     asyncio.run(start_then_cancel())
 
@@ -241,13 +238,10 @@ async def silent_listener() -> AsyncIterator[int]:
 
 def test_a_host_that_never_speaks_ssh_fails_with_a_timeout() -> None:
     async def connect_to_silence() -> tuple[RunOutcome, float, int]:
-        async with silent_listener() as port:
+        async with silent_listener() as port, SshPool(SshLimits(connect_timeout=1)) as pool:
             started = time.monotonic()
             outcome = await run_command(
-                SshTarget("127.0.0.1", port, "orcatest", password="x"),
-                "whoami",
-                timeout=10,
-                limits=SshLimits(connect_timeout=1),
+                pool, SshTarget("127.0.0.1", port, "orcatest", password="x"), "whoami", timeout=10
             )
             return outcome, time.monotonic() - started, port
 

@@ -64,6 +64,11 @@ class SshdHost:
         self._launch()
         return self
 
+    @property
+    def running(self) -> bool:
+        """Started, and neither halted nor exited since."""
+        return self._process is not None and self._process.poll() is None
+
     def halt(self) -> None:
         """Stop sshd as when the host goes down, keeping its address, port and keys."""
         if self._process is not None:

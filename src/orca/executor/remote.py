@@ -10,13 +10,18 @@ from orca.application.app import OrcaApplication
 from orca.application.executions import Connection, pin_host_key
 from orca.executor import ssh, winrm
 from orca.executor.outcome import RunOutcome
+from orca.executor.pool import SshPool, SshTarget
 
 
 @dataclass(frozen=True, slots=True)
 class Remote:
     app: OrcaApplication
-    ssh: ssh.SshLimits
+    ssh: SshPool
     winrm: winrm.WinrmLimits
+
+    async def close(self) -> None:
+        """Close the pooled SSH connections (at shutdown, once the commands have ended)."""
+        await self.ssh.close()
 
     async def run(self, c: Connection, command: str, *, timeout: float) -> RunOutcome:
         """Run ``command``; pin the host key seen on first use; say which system in errors."""
@@ -35,7 +40,7 @@ class Remote:
                 timeout=timeout,
                 limits=self.winrm,
             )
-        target = ssh.SshTarget(
+        target = SshTarget(
             host=c.hostname,
             port=c.port,
             username=c.username,
@@ -44,7 +49,7 @@ class Remote:
             passphrase=c.credentials.passphrase,
             host_key=c.host_key,
         )
-        outcome = await ssh.run_command(target, command, timeout=timeout, limits=self.ssh)
+        outcome = await ssh.run_command(self.ssh, target, command, timeout=timeout)
         if c.host_key is None and outcome.host_key is not None:
             await asyncio.to_thread(pin_host_key, self.app, c.system_id, outcome.host_key)
         if outcome.error_message and "<id>" in outcome.error_message:
