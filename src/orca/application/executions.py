@@ -78,17 +78,26 @@ class Outcome:
 
 
 def start_execution(
-    app: OrcaApplication, vault: Vault, execution_id: UUID, *, worker_id: str
+    app: OrcaApplication,
+    vault: Vault,
+    execution_id: UUID,
+    *,
+    worker_id: str,
+    unsure: bool = False,
 ) -> Work | None:
     """Claim a pending execution for this worker; None if it is no longer pending.
 
-    Two workers racing save the same aggregate version: the event store lets one win.
+    Two workers racing save the same aggregate version: the event store lets one win. A claim
+    saved as the database went away may be stored though its answer was lost: the library's
+    retry then conflicts with it, or the caller gets an error and asks again with ``unsure``.
+    Either way a claim found to be this worker's own is handed back: its command never ran.
     """
     execution = app.get(Execution, execution_id, "execution")
+    if unsure and _claimed_by(execution, worker_id):
+        return _work(app, vault, execution)
     if execution.status != "pending":
         return None
     job = app.get(Job, execution.job_id, "job")
-    system = app.get(System, execution.system_id, "system")
     execution.start(
         worker_id,
         lease_until=datetime.now(UTC) + timedelta(seconds=job.timeout_seconds) + LEASE_MARGIN,
@@ -96,7 +105,18 @@ def start_execution(
     try:
         app.commit([execution], conflict="execution was claimed by another worker")
     except Conflict:
-        return None
+        current = app.get(Execution, execution_id, "execution")
+        return _work(app, vault, current) if _claimed_by(current, worker_id) else None
+    return _work(app, vault, execution)
+
+
+def _claimed_by(execution: Execution, worker_id: str) -> bool:
+    return execution.status == "running" and execution.worker_id == worker_id
+
+
+def _work(app: OrcaApplication, vault: Vault, execution: Execution) -> Work:
+    job = app.get(Job, execution.job_id, "job")
+    system = app.get(System, execution.system_id, "system")
     return Work(
         execution_id=execution.id,
         job_id=job.id,

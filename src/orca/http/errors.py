@@ -10,6 +10,8 @@ import re
 from typing import Any
 
 import msgspec
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -103,11 +105,17 @@ def validation_error(error: msgspec.ValidationError, where: str = "body") -> Val
 
 
 def error_response(
-    request: Request | None, status: int, detail: str, error_type: str, errors: list[FieldError]
+    request: Request | None,
+    status: int,
+    detail: str,
+    error_type: str,
+    errors: list[FieldError],
+    headers: dict[str, str] | None = None,
 ) -> Response:
     request_id = getattr(request.state, "request_id", None) if request is not None else None
     body = ErrorBody(detail=detail, error_type=error_type, errors=errors, request_id=request_id)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer"} | (headers or {})
     return Response(
         _encoder.encode(body), status_code=status, media_type="application/json", headers=headers
     )
@@ -138,6 +146,33 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
     )
 
 
+# The database went away (restarted, failed over, out of connections): the request may succeed
+# if sent again, which a 500 would not say.
+DATABASE_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+DATABASE_UNAVAILABLE = (
+    "the database is unavailable; retry shortly (a POST /api/jobs retried with the same"
+    " Idempotency-Key never runs twice)"
+)
+RETRY_AFTER_SECONDS = 2
+
+
+async def on_database_error(request: Request, exc: Exception) -> Response:
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        request,
+        503,
+        DATABASE_UNAVAILABLE,
+        "ServiceUnavailable",
+        [],
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(request, 500, "internal error; see the server log", "InternalError", [])
@@ -149,5 +184,6 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     Conflict: on_domain_error,
     Invalid: on_domain_error,
     HTTPException: on_http_exception,
+    **dict.fromkeys(DATABASE_ERRORS, on_database_error),
     Exception: on_unexpected,
 }

@@ -23,6 +23,7 @@ _ERRORS = {
     "413": "Body too large",
     "422": "Validation error, naming the field",
     "429": "Rate limit exceeded",
+    "503": "The database or the read models are unavailable for now; retry (see Retry-After)",
 }
 
 
