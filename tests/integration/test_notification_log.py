@@ -12,6 +12,7 @@ from orca.application.systems import Credentials, RegisterSystem, register_syste
 from orca.bootstrap import Services
 
 
+@pytest.mark.parametrize("settings", ["postgres"], indirect=True)  # SQLite: the library's own
 @pytest.mark.parametrize(
     "query",
     [
@@ -25,8 +26,6 @@ from orca.bootstrap import Services
 def test_notifications_read_as_the_library_reads_them(
     services: Services, query: dict[str, Any]
 ) -> None:
-    if services.settings.postgres is None:
-        pytest.skip("the SQLite store keeps the library's recorder")
     system = register_system(
         services.app, services.vault,
         RegisterSystem(
