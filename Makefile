@@ -10,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test test-unit lint bench venv services postgres sshd clean
+.PHONY: run test test-unit test-reliability lint bench venv services postgres sshd clean
 
 venv: $(VENV)/.installed
 
@@ -47,6 +47,11 @@ test: venv services lint
 
 test-unit: venv
 	$(BIN)/pytest tests/unit
+
+# The reliability suite at full size (~15 min): 200 clients for 60 s on 20 OpenSSH hosts, each
+# fault under load, more hostile input; `make test` runs a fast subset. Figures: docs/reliability.md
+test-reliability: venv services
+	ORCA_TEST_POSTGRES_URL=$(PG_URL) ORCA_RELIABILITY=full $(BIN)/pytest tests/reliability -s
 
 # Every benchmark against its baselines, then docs/benchmarks.md and docs/fanout.png (~10 min).
 bench: venv services

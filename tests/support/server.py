@@ -92,6 +92,21 @@ class OrcaServer:
             self._process.wait()
             self._process = None
 
+    @property
+    def alive(self) -> bool:
+        """Started, and not exited since."""
+        return self._process is not None and self._process.poll() is None
+
+    def pause(self) -> None:
+        """SIGSTOP: the process freezes, its connections stay open (as a stalled machine)."""
+        assert self._process is not None, "start() the server first"
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause``."""
+        assert self._process is not None, "start() the server first"
+        self._process.send_signal(signal.SIGCONT)
+
     def __enter__(self) -> Self:
         return self.start()
 

@@ -1,0 +1,1 @@
+"""The reliability suite: Orca under load, under faults, and under hostile input."""
