@@ -48,7 +48,7 @@ test: venv services lint
 test-unit: venv
 	$(BIN)/pytest tests/unit
 
-# The reliability suite at full size (~15 min): 200 clients for 60 s on 20 OpenSSH hosts, each
+# The reliability suite at full size (~10 min): 200 clients for 60 s on 20 OpenSSH hosts, each
 # fault under load, more hostile input; `make test` runs a fast subset. Figures: docs/reliability.md
 test-reliability: venv services
 	ORCA_TEST_POSTGRES_URL=$(PG_URL) ORCA_RELIABILITY=full $(BIN)/pytest tests/reliability -s

@@ -62,6 +62,10 @@ class OrcaApplication(Application[UUID]):
             recordings = self.save(*aggregates)
         except IntegrityError:
             raise Conflict(conflict) from None
+        if not recordings:
+            # Nothing changed (a user set to the role they have): what the caller asked for
+            # is recorded already, at the latest by now.
+            return self.recorder.max_notification_id() or 0
         position = max(r.notification.id for r in recordings)
         self._on_saved(position)
         return position

@@ -63,7 +63,9 @@ def create_job(app: OrcaApplication, cmd: CreateJob, *, by: str) -> Saved:
         )
     except Conflict:
         if key_index is None:
-            raise
+            # Every aggregate saved was new: only this very save, retried by the library after
+            # its answer was lost (the database went away as it committed), can have been first.
+            return Saved(job.id, app.recorder.max_notification_id() or 0)
         # The same key won a race a moment ago: answer with that request's job.
         winner = app.get(NameIndex, key_index.id, "idempotency key")
         assert winner.owner_id is not None
