@@ -176,18 +176,25 @@ def _execution_created(rows: Rows, e: Execution.Created, seq: int) -> None:
     rows.bump(("executions.total", 1), ("executions.pending", 1))
 
 
-def _execution_started(rows: Rows, e: Execution.Started, seq: int) -> None:
-    execution_id = str(e.originator_id)
+def _move_execution(
+    rows: Rows, execution_id: str, status: str, steps: dict[str, int], **values: Any
+) -> None:
+    """An execution goes to ``status``: its row, its job's progress and status, the counters."""
     row = rows.get("executions", execution_id)
     if row is None:
         return
-    rows.update(
-        "executions", execution_id,
-        status="running", started_at=iso(e.timestamp), worker_id=e.worker_id,
+    was, job_id = row["status"], row["job_id"]  # the update may change ``row`` in place
+    rows.update("executions", execution_id, status=status, **values)
+    _job_progress(rows, job_id, **steps)
+    rows.bump((f"executions.{was}", -1), (f"executions.{status}", 1))
+    _refresh_job_status(rows, job_id)
+
+
+def _execution_started(rows: Rows, e: Execution.Started, seq: int) -> None:
+    _move_execution(
+        rows, str(e.originator_id), "running", {"n_started": 1},
+        started_at=iso(e.timestamp), worker_id=e.worker_id,
     )  # fmt: skip
-    _job_progress(rows, row["job_id"], n_started=1)
-    rows.bump(("executions.pending", -1), ("executions.running", 1))
-    _refresh_job_status(rows, row["job_id"])
 
 
 def _job_progress(rows: Rows, job_id: str, **steps: int) -> None:
@@ -202,17 +209,10 @@ def _execution_cancel_requested(rows: Rows, e: Execution.CancelRequested, seq: i
 
 def _execution_cancelled(rows: Rows, e: Execution.Cancelled, seq: int) -> None:
     """A pending execution that will never start."""
-    execution_id = str(e.originator_id)
-    row = rows.get("executions", execution_id)
-    if row is None:
-        return
-    rows.update(
-        "executions", execution_id,
-        status="cancelled", completed_at=iso(e.timestamp), error_message=e.reason,
+    _move_execution(
+        rows, str(e.originator_id), "cancelled", {"n_finished": 1},
+        completed_at=iso(e.timestamp), error_message=e.reason,
     )  # fmt: skip
-    _job_progress(rows, row["job_id"], n_finished=1)
-    rows.bump(("executions.pending", -1), ("executions.cancelled", 1))
-    _refresh_job_status(rows, row["job_id"])
 
 
 def _execution_finished(rows: Rows, e: Execution.Finished, seq: int) -> None:
@@ -220,24 +220,22 @@ def _execution_finished(rows: Rows, e: Execution.Finished, seq: int) -> None:
     row = rows.get("executions", execution_id)
     if row is None:
         return
-    was, started = row["status"], row["started_at"]
+    started = row["started_at"]
     duration = (
         round((e.timestamp - datetime.fromisoformat(started)).total_seconds(), 3)
         if started
         else None
     )
-    rows.update(
-        "executions", execution_id,
-        status=e.status, completed_at=iso(e.timestamp), exit_code=e.exit_code,
+    _move_execution(
+        rows, execution_id, e.status,
+        {"n_finished": 1, "n_completed": int(e.status == "completed")},
+        completed_at=iso(e.timestamp), exit_code=e.exit_code,
         stdout=e.stdout, stderr=e.stderr, stdout_truncated=e.stdout_truncated,
         stderr_truncated=e.stderr_truncated, error_message=e.error_message,
         duration_seconds=duration,
     )  # fmt: skip
-    _job_progress(rows, row["job_id"], n_finished=1, n_completed=int(e.status == "completed"))
-    rows.bump((f"executions.{was}", -1), (f"executions.{e.status}", 1))
     if duration is not None:
         rows.bump(("executions.duration_sum", duration), ("executions.duration_count", 1))
-    _refresh_job_status(rows, row["job_id"])
 
 
 # --- users and sessions ----------------------------------------------------------------------
