@@ -31,7 +31,7 @@ def read_log(cluster: Cluster) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     after = 0
     while True:
-        response = cluster.admin.get("/api/events", after=after, limit=1000)
+        response = cluster.call("GET", "/api/events", after=after, limit=1000)
         assert response.status_code == 200, response.text
         page = response.json()
         events += page["events"]
@@ -138,7 +138,7 @@ class Recount:
 
 
 def shown_dashboard(cluster: Cluster) -> dict[str, Any]:
-    response = cluster.admin.get("/api/dashboard")
+    response = cluster.call("GET", "/api/dashboard")
     assert response.status_code == 200, response.text
     board = response.json()
     return {part: board[part] for part in ("systems", "jobs", "executions")}

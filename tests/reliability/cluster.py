@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -92,9 +93,10 @@ class Cluster:
         self._in_parallel(lambda p: p.start(), list(self.processes.values()))
         self._admin = self.processes["api-1"].client()
         for n, host in enumerate(self.hosts):
-            created = self.admin.post(
+            created = self.call(
+                "POST",
                 "/api/systems",
-                {
+                json={
                     "name": f"host-{n + 1:02d}",
                     "hostname": host.host,
                     "port": host.port,
@@ -106,8 +108,10 @@ class Cluster:
             self.systems[created.json()["id"]] = host
         for n in range(LOAD_USERS):
             username = f"load-{n + 1}"
-            created = self.admin.post(
-                "/api/users", {"username": username, "password": USER_PASSWORD, "role": "operator"}
+            created = self.call(
+                "POST",
+                "/api/users",
+                json={"username": username, "password": USER_PASSWORD, "role": "operator"},
             )
             assert created.status_code == 201, created.text
             login = httpx.post(
@@ -178,6 +182,55 @@ class Cluster:
         if self._admin is not None:
             self._admin.close()
         self._admin = self.processes[name].client()
+
+    # --- the test's own requests, retried as the load's clients retry them ----------------------
+
+    RETRY_SECONDS = 120.0
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        key: str | None = None,
+        **params: Any,
+    ) -> httpx.Response:
+        """A request as a demanding user makes it: a 503 (the database away, the read models
+        behind) is retried if the request is safe to repeat: a GET, a PUT, a POST /api/jobs
+        with one Idempotency-Key (``key``) for all tries; not another POST."""
+        client = self.admin.http
+        if method == "POST" and path == "/api/jobs":
+            key = key or f"test-{uuid.uuid4().hex}"
+        headers = {"Idempotency-Key": key} if key else {}
+        repeatable = method in ("GET", "PUT") or key is not None
+        deadline = time.monotonic() + self.RETRY_SECONDS
+        while True:
+            response = client.request(method, path, json=json, params=params, headers=headers)
+            if response.status_code != 503 or not repeatable or time.monotonic() > deadline:
+                return response
+            time.sleep(0.5)
+
+    def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.call("POST", "/api/jobs", json=body)
+        assert response.status_code == 201, response.text[:500]
+        job: dict[str, Any] = response.json()
+        return job
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.call("GET", f"/api/jobs/{job_id}")
+        assert response.status_code == 200, response.text[:500]
+        job: dict[str, Any] = response.json()
+        return job
+
+    def wait_for_job(self, job_id: str, timeout: float = 120) -> dict[str, Any]:
+        """Poll until the job is finished; return it (as it is then, if it never finishes)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["status"] not in ("pending", "running") or time.monotonic() > deadline:
+                return job
+            time.sleep(0.2)
 
     def wait_settled(self, timeout: float = 120) -> dict[str, Any]:
         """Wait until the read models show every recorded event; return /health/detailed."""

@@ -64,20 +64,16 @@ def timeline(load: Load) -> str:
 def a_new_job_completes(cluster: Cluster) -> float:
     """Create a job now and wait for it: Orca works again. Returns the seconds it took."""
     started = time.monotonic()
-    created = cluster.admin.post(
-        "/api/jobs", {"name": "after", "command": "echo after", "system_ids": [*cluster.systems]}
+    created = cluster.create_job(
+        {"name": "after", "command": "echo after", "system_ids": [*cluster.systems]}
     )
-    assert created.status_code == 201, created.text
-    job = cluster.admin.wait_for_job(created.json()["id"], timeout=120)
+    job = cluster.wait_for_job(created["id"])
     assert job["status"] == "completed", job
     return time.monotonic() - started
 
 
 def job_of(cluster: Cluster, job_id: str) -> dict[str, Any]:
-    response = cluster.admin.get(f"/api/jobs/{job_id}")
-    assert response.status_code == 200, response.text
-    job: dict[str, Any] = response.json()
-    return job
+    return cluster.job(job_id)
 
 
 @pytest.mark.timeout(TIMEOUT)
@@ -140,11 +136,9 @@ def test_an_sshd_killed_mid_command_fails_its_execution_with_the_reason(
     load = fault_load(cluster, "sshd", system_ids=others)
     marks = cluster.runs_dir / "victim.log"
     command = f"echo started >> {shlex.quote(str(marks))}; sleep 120"
-    created = cluster.admin.post(
-        "/api/jobs", {"name": "victim", "command": command, "system_ids": [victim_id]}
-    )
-    assert created.status_code == 201, created.text
-    job_id = created.json()["id"]
+    job_id = cluster.create_job({"name": "victim", "command": command, "system_ids": [victim_id]})[
+        "id"
+    ]
     wait(marks.exists, 60, "the command to start on the victim host")
     load.sleep_until(max(load.now(), SIZE.fault_seconds / 3))
     killed = load.mark(f"sshd of {victim.host}:{victim.port} killed mid-command")
@@ -153,11 +147,10 @@ def test_an_sshd_killed_mid_command_fails_its_execution_with_the_reason(
     noticed = load.mark("the execution failed")
     (execution,) = job_of(cluster, job_id)["executions"]
     victim.resume()
-    back = cluster.admin.post(
-        "/api/jobs", {"name": "victim-back", "command": "echo back", "system_ids": [victim_id]}
+    back = cluster.create_job(
+        {"name": "victim-back", "command": "echo back", "system_ids": [victim_id]}
     )
-    assert back.status_code == 201, back.text
-    after = cluster.admin.wait_for_job(back.json()["id"], timeout=60)
+    after = cluster.wait_for_job(back["id"])
     load.join()
 
     report = Report(f"sshd killed mid-command ({SIZE.name})")
@@ -202,11 +195,7 @@ def test_a_worker_killed_with_sigkill_loses_its_executions_and_none_runs_twice(
         f"printf '%s\\n' \"$SSH_CONNECTION\" >> {shlex.quote(str(slow_log))};"
         f" until [ -e {shlex.quote(str(release))} ]; do sleep 0.2; done"
     )
-    created = cluster.admin.post(
-        "/api/jobs", {"name": "slow", "command": command, "system_ids": spread}
-    )
-    assert created.status_code == 201, created.text
-    slow_id = created.json()["id"]
+    slow_id = cluster.create_job({"name": "slow", "command": command, "system_ids": spread})["id"]
 
     def all_running() -> bool:
         executions = job_of(cluster, slow_id)["executions"]
@@ -294,7 +283,7 @@ def events_of(cluster: Cluster, aggregate_id: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     after = 0
     while True:
-        page = cluster.admin.get("/api/events", aggregate_id=aggregate_id, after=after).json()
+        page = cluster.call("GET", "/api/events", aggregate_id=aggregate_id, after=after).json()
         events += page["events"]
         if page["next_after"] == after:
             return events
@@ -387,10 +376,8 @@ def test_an_api_killed_between_a_command_and_its_response_runs_the_retried_job_o
     sender.join(timeout=60)
     cluster.processes["projector"].resume()
     load.mark("projector resumed")
-    retried = httpx.post(
-        f"{cluster.api_urls[1]}/api/jobs", json=body, headers=headers, timeout=60, trust_env=False
-    )
-    job = cluster.admin.wait_for_job(saved, timeout=60)
+    retried = cluster.call("POST", "/api/jobs", json=body, key=key)  # on api-2
+    job = cluster.wait_for_job(saved)
     cluster.restart("api-1")
     load.mark("api-1 started again")
     load.join()
@@ -432,7 +419,7 @@ def saved_job_of(cluster: Cluster, user: str, key: str, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     after = 0
     while True:
-        page = cluster.admin.get("/api/events", aggregate_id=index, after=after).json()
+        page = cluster.call("GET", "/api/events", aggregate_id=index, after=after).json()
         for event in page["events"]:
             if event["event_type"] == "orca.NameIndex.Created":
                 return str(event["data"]["owner_id"])
