@@ -18,6 +18,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "reliability: the load, fault and hostile-input suite (tests/reliability)"
     )
+    config.addinivalue_line(
+        "markers", "full_only: too long for the fast subset; runs in make test-reliability"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fast subset leaves out the full-only tests (not skipped: they are not its job)."""
+    if SIZE.name != "fast":
+        return
+    left_out = [item for item in items if item.get_closest_marker("full_only")]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not item.get_closest_marker("full_only")]
 
 
 @pytest.hookimpl(wrapper=True)

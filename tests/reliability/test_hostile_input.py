@@ -15,18 +15,16 @@ from typing import Any
 
 import httpx
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from schemathesis import GenerationMode
 
 from e2e.test_bad_requests import CATALOGUE, Bad, fill, system
-from e2e.test_schema_fuzz import CHECKS, SPARE_USER, Fuzzed
 from orca.http.app import ENDPOINTS, Api
 from reliability.checks import Report
 from reliability.cluster import Cluster
 from reliability.sizes import SIZE
-from support.contract import assert_error, bearer, http
+from support.contract import assert_error
+from support.fuzz import Fuzzed
 from support.postgres import PrivatePostgres
 from support.sshd import SshdHost
 
@@ -53,11 +51,11 @@ def cluster(private_postgres: PrivatePostgres, fleet: list[SshdHost]) -> Iterato
 
 
 def totals(cluster: Cluster) -> dict[str, Any]:
-    systems = cluster.admin.get("/api/systems", limit=500).json()
+    systems = cluster.call("GET", "/api/systems", limit=500).json()
     return {
         "systems": systems["total"],
-        "jobs": cluster.admin.get("/api/jobs").json()["total"],
-        "users": cluster.admin.get("/api/users").json()["total"],
+        "jobs": cluster.call("GET", "/api/jobs").json()["total"],
+        "users": cluster.call("GET", "/api/users").json()["total"],
         "system rows": systems["systems"],
     }
 
@@ -68,7 +66,7 @@ def test_the_bad_request_catalogue_sent_by_clients_at_once_gets_its_documented_e
 ) -> None:
     ids = {}
     for key, name in (("a", "existing-a"), ("b", "existing-b")):
-        created = cluster.admin.post("/api/systems", system(name=name))
+        created = cluster.call("POST", "/api/systems", json=system(name=name))
         assert created.status_code == 201, created.text
         ids[key] = created.json()["id"]
     before = totals(cluster)
@@ -131,9 +129,9 @@ def test_an_update_that_changes_nothing_answers_with_the_user(cluster: Cluster) 
     """Found by the fuzz: a role or an active flag set to what it is saved no event, and
     the empty save was a 500."""
     user = {"username": "same-again", "password": "same-again-pw", "role": "viewer"}
-    assert cluster.admin.post("/api/users", user).status_code == 201
+    assert cluster.call("POST", "/api/users", json=user).status_code == 201
     for change in ({"role": "viewer"}, {"is_active": True}, {"role": "viewer", "is_active": True}):
-        response = cluster.admin.http.put(f"/api/users/{user['username']}", json=change)
+        response = cluster.call("PUT", f"/api/users/{user['username']}", json=change)
         assert response.status_code == 200, response.text
         assert (response.json()["role"], response.json()["is_active"]) == ("viewer", True)
 
@@ -153,69 +151,20 @@ def send(client: httpx.Client, bad: Bad, ids: dict[str, str]) -> httpx.Response:
 
 @pytest.fixture(scope="module")
 def fuzzed(cluster: Cluster) -> Fuzzed:
-    target = Fuzzed(cluster.processes["api-1"])
-    created = http().post(
-        f"{target.orca.base_url}/api/users", json=SPARE_USER, headers=bearer(target.token)
-    )
-    assert created.status_code == 201, created.text
-    return target
-
-
-@pytest.fixture(scope="module")
-def api_schema(fuzzed: Fuzzed) -> Any:
-    return schemathesis.openapi.from_url(f"{fuzzed.orca.base_url}/openapi.json")
-
-
-@pytest.mark.timeout(600)
-@pytest.mark.skipif(
-    SIZE.name == "fast",
-    reason="the fast run leaves the fuzz to tests/e2e/test_schema_fuzz.py; "
-    "make test-reliability fuzzes the cluster here",
-)
-@pytest.mark.parametrize("api", ENDPOINTS, ids=lambda a: f"{a.method} {a.path}")
-def test_a_schema_fuzz_of_the_cluster_finds_no_server_error(
-    api_schema: Any, fuzzed: Fuzzed, api: Api
-) -> None:
-    operation = api_schema[api.path][api.method]
-    cases = st.one_of(
-        operation.as_strategy(GenerationMode.POSITIVE),
-        operation.as_strategy(GenerationMode.NEGATIVE),
-    )
-
-    @given(case=cases)
-    @settings(
-        max_examples=min(3, SIZE.fuzz_examples)
-        if api.path == "/api/auth/logout"
-        else SIZE.fuzz_examples,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        derandomize=True,
-        database=None,
-        phases=[Phase.generate],
-    )
-    def fuzz(case: Any) -> None:
-        call(case, fuzzed)
-
-    fuzz()
+    return Fuzzed(cluster.processes["api-1"])
 
 
 FUZZED: Counter[int] = Counter()
 
 
-def call(case: Any, fuzzed: Fuzzed) -> None:
-    """As tests/e2e/test_schema_fuzz.py calls, counting the statuses for the report."""
-    token = fuzzed.token
-    if case.path == "/api/auth/logout":
-        token = fuzzed.fresh_token()  # logging out must not end the fuzzer's own session
-    username = (case.path_parameters or {}).get("username")
-    if isinstance(username, str) and username.casefold() == "admin":
-        case.path_parameters["username"] = SPARE_USER["username"]  # keep the admin's password
-    response = case.call_and_validate(
-        base_url=fuzzed.orca.base_url, headers=bearer(token), checks=CHECKS, timeout=30
-    )
-    FUZZED[response.status_code] += 1
+@pytest.mark.timeout(600)
+@pytest.mark.full_only  # the fast run leaves the fuzz to tests/e2e/test_schema_fuzz.py
+@pytest.mark.parametrize("api", ENDPOINTS, ids=lambda a: f"{a.method} {a.path}")
+def test_a_schema_fuzz_of_the_cluster_finds_no_server_error(fuzzed: Fuzzed, api: Api) -> None:
+    fuzzed.route(api, SIZE.fuzz_examples, FUZZED)
 
 
+@pytest.mark.full_only
 def test_the_fuzz_is_reported() -> None:
     """Runs after the fuzz above (same module, in order): its figures."""
     if not FUZZED:
@@ -273,14 +222,11 @@ def test_a_command_s_text_comes_back_byte_for_byte_from_printf(
     for n, text in enumerate(texts):
         command = f"printf %s {shlex.quote(text)}"
         on = [system_ids[n % len(system_ids)]]
-        created = cluster.admin.post(
-            "/api/jobs", {"name": f"printf-{n}", "command": command, "system_ids": on}
-        )
-        assert created.status_code == 201, created.text[:500]
-        assert created.json()["command"] == command
-        jobs.append(created.json()["id"])
+        created = cluster.create_job({"name": f"printf-{n}", "command": command, "system_ids": on})
+        assert created["command"] == command
+        jobs.append(created["id"])
     for job_id, text in zip(jobs, texts, strict=True):
-        job = cluster.admin.wait_for_job(job_id, timeout=120)
+        job = cluster.wait_for_job(job_id)
         (execution,) = job["executions"]
         assert execution["status"] == "completed", execution["error_message"]
         assert execution["stdout"] == text
