@@ -129,6 +129,11 @@ class SQLiteReadStore(_Views, SQLiteTrackingRecorder):
         return self._max_tracking_id(application_name, cursor)
 
 
+@lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
 class _SQLiteCursor:
     def __init__(self, cursor: Any) -> None:
         self._cursor = cursor
@@ -148,20 +153,12 @@ class _SQLiteCursor:
     def insert_many(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
-        marks = ", ".join("?" * len(columns))
-        self._cursor.executemany(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows
-        )
+        self._cursor.executemany(_insert_sql(table, tuple(columns)), rows)
 
 
 @lru_cache(maxsize=512)
 def _to_pyformat(sql: str) -> str:
     return sql.replace("?", "%s")
-
-
-@lru_cache(maxsize=64)
-def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
 
 
 class _PostgresCursor:
@@ -178,7 +175,7 @@ class _PostgresCursor:
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     ) -> None:
         if len(rows) < COPY_FROM_ROWS:
-            self._cursor.executemany(_insert_sql(table, tuple(columns)), rows)
+            self.executemany(_insert_sql(table, tuple(columns)), rows)
             return
         with self._cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
