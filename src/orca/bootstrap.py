@@ -50,6 +50,7 @@ def event_store_env(settings: Settings, *, create_tables: bool) -> dict[str, str
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         env |= {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "APPLICATION_RECORDER_TOPIC": "orca.application.recorder:OrcaSQLiteRecorder",
             "SQLITE_DBNAME": str(settings.sqlite_path),
             "SQLITE_LOCK_TIMEOUT": "30",
         }

@@ -8,7 +8,13 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from orca.application.executions import Outcome, finish_execution, start_execution
+from orca.application.executions import (
+    Outcome,
+    finish_execution,
+    finish_executions,
+    start_execution,
+    start_executions,
+)
 from orca.application.jobs import CreateJob, create_job
 from orca.application.systems import Credentials, RegisterSystem, Saved, register_system
 from orca.bootstrap import Services, build
@@ -145,6 +151,43 @@ def test_an_execution_is_claimed_by_exactly_one_worker(services: Services) -> No
     assert sum(c is not None for c in claims) == 1
 
 
+def test_workers_racing_for_a_whole_job_claim_each_execution_once(services: Services) -> None:
+    systems = [register(services, f"web-{i:02}").id for i in range(12)]
+    job = new_job(services, *systems)
+    execution_ids = services.app.repository.get(job.id).execution_ids
+    claimed: list[UUID] = []
+
+    def claim(worker: str) -> None:
+        works = start_executions(services.app, services.vault, execution_ids, worker_id=worker)
+        claimed.extend(w.execution_id for w in works)
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(execution_ids)
+
+
+def test_ends_saved_together_are_all_stored_or_none(services: Services) -> None:
+    a, b = register(services, "a"), register(services, "b")
+    job = new_job(services, a.id, b.id)
+    first, second = services.app.repository.get(job.id).execution_ids
+    (work,) = start_executions(services.app, services.vault, [first], worker_id="w")
+    assert (work.command, work.connection.credentials.password) == ("whoami", CANARY)
+    before = services.app.recorder.max_notification_id()
+    done = Outcome(status="completed", exit_code=0)
+    with pytest.raises(Conflict):  # the second one never started
+        finish_executions(services.app, {first: done, second: done})
+    assert services.app.recorder.max_notification_id() == before
+
+    start_executions(services.app, services.vault, [second], worker_id="w")
+    settle(services, finish_executions(services.app, {first: done, second: done}))
+    view = services.queries.get_job(str(job.id))
+    assert view is not None and view.status == "completed"
+    assert finish_execution(services.app, first, done) is None  # ended already: nothing saved
+
+
 def test_job_status_follows_its_executions(services: Services) -> None:
     a, b = register(services, "a"), register(services, "b")
     job = new_job(services, a.id, b.id)
@@ -160,6 +203,7 @@ def test_job_status_follows_its_executions(services: Services) -> None:
     position = finish_execution(
         services.app, second, Outcome(status="failed", exit_code=3, stderr="boom")
     )
+    assert position is not None
     settle(services, position)
     view = services.queries.get_job(str(job.id))
     assert view is not None and view.status == "failed"
@@ -179,7 +223,7 @@ def test_a_restarted_projector_applies_nothing_twice(services: Services) -> None
     job = new_job(services, system.id)
     (execution_id,) = services.app.repository.get(job.id).execution_ids
     start_execution(services.app, services.vault, execution_id, worker_id="w")
-    settle(services, finish_execution(services.app, execution_id, Outcome(status="completed")))
+    settle(services, finish_executions(services.app, {execution_id: Outcome(status="completed")}))
     services.close()
 
     again = build(services.settings)

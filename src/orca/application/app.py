@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
+from itertools import groupby
 from typing import TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Transcoder
 
@@ -51,6 +52,18 @@ class OrcaApplication(Application[UUID]):
         except AggregateNotFoundError:
             return None
         return aggregate
+
+    def get_many(self, cls: type[A], aggregate_ids: Collection[UUID]) -> dict[UUID, A]:
+        """The aggregates of these ids, read with one query; those not found are left out."""
+        if not aggregate_ids:
+            return {}
+        found: dict[UUID, A] = {}
+        stored = self.recorder.select_events_of(aggregate_ids)  # type: ignore[attr-defined]
+        for aggregate_id, events in groupby(stored, key=lambda e: e.originator_id):
+            aggregate = project_aggregate(None, map(self.mapper.to_domain_event, events))
+            if isinstance(aggregate, cls):
+                found[aggregate_id] = aggregate
+        return found
 
     def commit(self, aggregates: Iterable[Aggregate], conflict: str) -> int:
         """Save atomically; return the last notification id (for read-your-writes).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -15,6 +16,7 @@ from orca.domain.job import Execution, ExecutionStatus, Job
 from orca.domain.system import System
 
 LEASE_MARGIN = timedelta(minutes=5)
+FINISH_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,29 @@ class Outcome:
     error_message: str | None = None
 
 
+def start_executions(
+    app: OrcaApplication, vault: Vault, execution_ids: Collection[UUID], *, worker_id: str
+) -> list[Work]:
+    """Claim those of these executions that are pending for this worker, with one save.
+
+    A job on 100 systems is claimed with three reads (its executions, its job, its systems)
+    and one save, not with a hundred of each. If another worker claimed one of them first, the
+    save conflicts and stores nothing: each is then claimed on its own, so that this worker
+    still gets those the other did not take.
+    """
+    pending = [e for e in app.get_many(Execution, execution_ids).values() if e.status == "pending"]
+    jobs = app.get_many(Job, {e.job_id for e in pending})
+    now = datetime.now(UTC)
+    for execution in pending:
+        execution.start(worker_id, lease_until=_lease_until(now, jobs[execution.job_id]))
+    try:
+        app.commit(pending, conflict="an execution was claimed by another worker")
+    except Conflict:
+        claimed = (start_execution(app, vault, e.id, worker_id=worker_id) for e in pending)
+        return [work for work in claimed if work is not None]
+    return _works(app, vault, pending, jobs)
+
+
 def start_execution(
     app: OrcaApplication,
     vault: Vault,
@@ -94,50 +119,86 @@ def start_execution(
     """
     execution = app.get(Execution, execution_id, "execution")
     if unsure and _claimed_by(execution, worker_id):
-        return _work(app, vault, execution)
+        return _works(app, vault, [execution])[0]
     if execution.status != "pending":
         return None
     job = app.get(Job, execution.job_id, "job")
-    execution.start(
-        worker_id,
-        lease_until=datetime.now(UTC) + timedelta(seconds=job.timeout_seconds) + LEASE_MARGIN,
-    )
+    execution.start(worker_id, lease_until=_lease_until(datetime.now(UTC), job))
     try:
         app.commit([execution], conflict="execution was claimed by another worker")
     except Conflict:
         current = app.get(Execution, execution_id, "execution")
-        return _work(app, vault, current) if _claimed_by(current, worker_id) else None
-    return _work(app, vault, execution)
+        return _works(app, vault, [current])[0] if _claimed_by(current, worker_id) else None
+    return _works(app, vault, [execution], {job.id: job})[0]
+
+
+def _lease_until(now: datetime, job: Job) -> datetime:
+    return now + timedelta(seconds=job.timeout_seconds) + LEASE_MARGIN
 
 
 def _claimed_by(execution: Execution, worker_id: str) -> bool:
     return execution.status == "running" and execution.worker_id == worker_id
 
 
-def _work(app: OrcaApplication, vault: Vault, execution: Execution) -> Work:
-    job = app.get(Job, execution.job_id, "job")
-    system = app.get(System, execution.system_id, "system")
-    return Work(
-        execution_id=execution.id,
-        job_id=job.id,
-        command=job.command,
-        timeout_seconds=job.timeout_seconds,
-        connection=_connection(vault, system),
-    )
+def _works(
+    app: OrcaApplication,
+    vault: Vault,
+    executions: Sequence[Execution],
+    jobs: Mapping[UUID, Job] | None = None,
+) -> list[Work]:
+    if jobs is None:
+        jobs = app.get_many(Job, {e.job_id for e in executions})
+    systems = app.get_many(System, {e.system_id for e in executions})
+    return [
+        Work(
+            execution_id=e.id,
+            job_id=e.job_id,
+            command=jobs[e.job_id].command,
+            timeout_seconds=jobs[e.job_id].timeout_seconds,
+            connection=_connection(vault, systems[e.system_id]),
+        )
+        for e in executions
+    ]
 
 
-def finish_execution(app: OrcaApplication, execution_id: UUID, outcome: Outcome) -> int:
-    execution = app.get(Execution, execution_id, "execution")
-    execution.finish(
-        outcome.status,
-        exit_code=outcome.exit_code,
-        stdout=outcome.stdout,
-        stderr=outcome.stderr,
-        stdout_truncated=outcome.stdout_truncated,
-        stderr_truncated=outcome.stderr_truncated,
-        error_message=outcome.error_message,
-    )
-    return app.commit([execution], conflict=f"execution {execution_id} finished concurrently")
+def finish_executions(app: OrcaApplication, outcomes: Mapping[UUID, Outcome]) -> int:
+    """Record the ends of these running executions with one save (what came back from a
+    job's hosts at about the same time). A ``Conflict`` if any of them is not running, or
+    changed as this was saved: nothing is stored then."""
+    executions = app.get_many(Execution, outcomes)
+    missing = outcomes.keys() - executions.keys()
+    if missing:
+        raise NotFound(f"execution {min(missing)} not found")
+    return _finish(app, executions, outcomes)
+
+
+def finish_execution(app: OrcaApplication, execution_id: UUID, outcome: Outcome) -> int | None:
+    """Record one execution's end; None if it had ended already (its lease ran out, or an
+    earlier try was stored though its answer was lost). A cancel request saved meanwhile
+    makes the save conflict: it is tried again on the newer state."""
+    for _ in range(FINISH_ATTEMPTS):
+        execution = app.get(Execution, execution_id, "execution")
+        if execution.is_finished:
+            return None
+        with contextlib.suppress(Conflict):
+            return _finish(app, {execution_id: execution}, {execution_id: outcome})
+    raise Conflict(f"execution {execution_id} kept changing while its end was recorded")
+
+
+def _finish(
+    app: OrcaApplication, executions: Mapping[UUID, Execution], outcomes: Mapping[UUID, Outcome]
+) -> int:
+    for execution_id, outcome in outcomes.items():
+        executions[execution_id].finish(
+            outcome.status,
+            exit_code=outcome.exit_code,
+            stdout=outcome.stdout,
+            stderr=outcome.stderr,
+            stdout_truncated=outcome.stdout_truncated,
+            stderr_truncated=outcome.stderr_truncated,
+            error_message=outcome.error_message,
+        )
+    return app.commit(executions.values(), conflict="an execution changed as its end was saved")
 
 
 LOST_MESSAGE = "worker lost during execution"

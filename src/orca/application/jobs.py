@@ -40,9 +40,10 @@ def create_job(app: OrcaApplication, cmd: CreateJob, *, by: str) -> Saved:
         existing = app.find(index_id(IDEMPOTENCY, key_name))
         if isinstance(existing, NameIndex) and existing.owner_id is not None:
             return Saved(existing.owner_id, app.recorder.max_notification_id() or 0)
+    systems = app.get_many(System, cmd.system_ids)
     for system_id in cmd.system_ids:
-        system = app.find(system_id)
-        if not isinstance(system, System) or system.is_deleted:
+        system = systems.get(system_id)
+        if system is None or system.is_deleted:
             raise Invalid("system_ids", f"system {system_id} does not exist")
         if not system.is_active:
             raise Invalid("system_ids", f"system {system.name} ({system_id}) is not active")

@@ -1,22 +1,45 @@
-"""The library's PostgreSQL recorder, reading the notification log faster.
+"""The library's recorders, with faster reads of many events.
 
 ``select_notifications`` is what projections and the audit log read the whole log with. The
 library's fetches dict rows in PostgreSQL's text format (UUIDs and ``state`` parsed from
 text); this one fetches tuples in the binary format: the same notifications, ~2x as fast.
+
+``select_events_of`` reads the events of many aggregates in one query, where the library
+asks once per aggregate: the executor claims the executions of a 100-system job with one
+read, not a hundred.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from uuid import UUID
 
-from eventsourcing.persistence import InterfaceError, Notification, OperationalError
+from eventsourcing.persistence import InterfaceError, Notification, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 
 class OrcaPostgresRecorder(PostgresApplicationRecorder):
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_events_of(self, originator_ids: Collection[UUID]) -> Sequence[StoredEvent]:
+        """Every event of these aggregates, each aggregate's in version order."""
+        statement = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table}"
+            " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+        )
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row, binary=True) as cursor,
+        ):
+            rows = cursor.execute(statement, [list(originator_ids)], prepare=True).fetchall()
+        return [StoredEvent(*row) for row in rows]
+
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_notifications(
         self,
@@ -64,3 +87,17 @@ class OrcaPostgresRecorder(PostgresApplicationRecorder):
             )
             for notification_id, originator_id, originator_version, topic, state in rows
         ]
+
+
+class OrcaSQLiteRecorder(SQLiteApplicationRecorder):
+    def select_events_of(self, originator_ids: Collection[UUID]) -> Sequence[StoredEvent]:
+        """Every event of these aggregates, each aggregate's in version order."""
+        ids = [i.hex for i in originator_ids]
+        statement = (
+            f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name}"
+            f" WHERE originator_id IN ({','.join('?' * len(ids))})"
+            " ORDER BY originator_id, originator_version"
+        )
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, ids)
+            return [StoredEvent(UUID(row[0]), row[1], row[2], row[3]) for row in cursor.fetchall()]

@@ -21,7 +21,9 @@ from orca.application.executions import (
     Work,
     abandon_execution,
     finish_execution,
+    finish_executions,
     start_execution,
+    start_executions,
 )
 from orca.application.sealing import Vault
 from orca.executor.probe import test_connection
@@ -73,6 +75,9 @@ class Executor:
         self._commands: dict[str, asyncio.Task[Outcome]] = {}
         self._cancelling: set[str] = set()  # cancelled on request, until their task ends
         self._unsure: set[str] = set()  # claims whose outcome the database did not tell
+        # Ends of executions waiting for the next save, and the task that saves them.
+        self._ends: dict[UUID, tuple[Outcome, asyncio.Future[bool]]] = {}
+        self._saving_ends: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> int:
@@ -186,37 +191,55 @@ class Executor:
         due, next_at = await asyncio.to_thread(
             self._queries.due_executions, iso(datetime.now(UTC)), free + len(self._running)
         )
-        wanted = [*self._unsure, *(d for d in due if d not in self._unsure)]
-        # Claims are separate saves: made together, their database round trips overlap (a job on
-        # 10 systems started in 52 ms instead of 110-185 ms one by one).
-        claims = [execution_id for execution_id in wanted if execution_id not in self._running]
-        claimed = await asyncio.gather(*map(self._claim, claims[:free]), return_exceptions=True)
-        for failure in claimed:
+        wanted = [d for d in due if d not in self._running and d not in self._unsure]
+        # Claims a lost answer left unsure are asked about one by one; the others in one save.
+        reclaimed = await asyncio.gather(
+            *map(self._reclaim, list(self._unsure)[:free]), return_exceptions=True
+        )
+        for failure in reclaimed:
             if failure is not None:
                 raise failure
+        free = self._settings.max_concurrency - len(self._running)
+        if wanted[:free]:
+            await self._claim(wanted[:free])
         return datetime.fromisoformat(next_at) if next_at else None
 
-    async def _claim(self, execution_id: str) -> None:
-        """Claim one execution and, if this worker won it, start running it."""
+    async def _claim(self, execution_ids: list[str]) -> None:
+        """Claim these executions and start running those this worker won."""
         try:
-            work = await asyncio.to_thread(
-                start_execution,
+            works = await asyncio.to_thread(
+                start_executions,
                 self._app,
                 self._vault,
-                UUID(execution_id),
+                [UUID(e) for e in execution_ids],
                 worker_id=self._settings.worker_id,
-                unsure=execution_id in self._unsure,
             )
         except Exception:
-            # The claim may be stored though its answer was lost (the database went away):
-            # ask again, or the execution would stay running, claimed by no one that runs it.
-            self._unsure.add(execution_id)
+            # The claims may be stored though their answer was lost (the database went away):
+            # ask again, or they would stay running, claimed by no one that runs them.
+            self._unsure.update(execution_ids)
             raise
+        for work in works:
+            self._start(work)
+
+    async def _reclaim(self, execution_id: str) -> None:
+        work = await asyncio.to_thread(
+            start_execution,
+            self._app,
+            self._vault,
+            UUID(execution_id),
+            worker_id=self._settings.worker_id,
+            unsure=True,
+        )
         self._unsure.discard(execution_id)
         if work is not None:
-            task = asyncio.create_task(self._execute(work), name=f"execution {execution_id}")
-            self._running[execution_id] = task
-            task.add_done_callback(self._forget)
+            self._start(work)
+
+    def _start(self, work: Work) -> None:
+        key = str(work.execution_id)
+        task = asyncio.create_task(self._execute(work), name=f"execution {key}")
+        self._running[key] = task
+        task.add_done_callback(self._forget)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         for key, running in list(self._running.items()):
@@ -279,10 +302,21 @@ class Executor:
         )
 
     async def _record(self, work: Work, outcome: Outcome) -> None:
-        """Finishing must not be lost to a passing database error: retry with backoff."""
+        """Ends that arrive while a save is under way are saved together by the next one (a
+        job's hosts tend to answer at once). Should that save fail, each end is saved on its
+        own: finishing must not be lost to a passing database error, so retry with backoff."""
+        saved = asyncio.get_running_loop().create_future()
+        self._ends[work.execution_id] = (outcome, saved)
+        if self._saving_ends is None or self._saving_ends.done():
+            self._saving_ends = asyncio.create_task(self._save_ends(), name="saving ends")
+        if await saved:
+            log.info("execution %s %s", work.execution_id, outcome.status)
+            return
         for delay in (*FINISH_RETRY_DELAYS, None):
             try:
-                await asyncio.to_thread(finish_execution, self._app, work.execution_id, outcome)
+                position = await asyncio.to_thread(
+                    finish_execution, self._app, work.execution_id, outcome
+                )
             except Exception:
                 if delay is None:
                     log.exception("could not record the end of execution %s", work.execution_id)
@@ -290,8 +324,26 @@ class Executor:
                 log.warning("recording execution %s failed; retrying", work.execution_id)
                 await asyncio.sleep(delay)
             else:
-                log.info("execution %s %s", work.execution_id, outcome.status)
+                if position is None:
+                    log.warning("execution %s had ended already", work.execution_id)
+                else:
+                    log.info("execution %s %s", work.execution_id, outcome.status)
                 return
+
+    async def _save_ends(self) -> None:
+        while self._ends:
+            ends, self._ends = self._ends, {}
+            try:
+                await asyncio.to_thread(
+                    finish_executions, self._app, {i: outcome for i, (outcome, _) in ends.items()}
+                )
+            except Exception:
+                log.debug("saving %d ends together failed; saving each alone", len(ends))
+                saved = False
+            else:
+                saved = True
+            for _, future in ends.values():
+                future.set_result(saved)
 
     async def _stop_running(self) -> None:
         tasks = list(self._running.values())
