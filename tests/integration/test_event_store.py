@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import StoredEvent
 
+from orca.application.audit import acting, history
 from orca.application.executions import (
     Outcome,
     finish_execution,
@@ -186,6 +187,35 @@ def test_ends_saved_together_are_all_stored_or_none(services: Services) -> None:
     view = services.queries.get_job(str(job.id))
     assert view is not None and view.status == "completed"
     assert finish_execution(services.app, first, done) is None  # ended already: nothing saved
+
+
+def test_saves_made_at_once_by_different_users_each_record_their_own_actor(
+    services: Services,
+) -> None:
+    """Concurrent saves may be written in one transaction: each keeps its own actor and
+    request id, and a name taken twice fails only the second registration."""
+    start = threading.Barrier(12)
+    outcomes: dict[int, object] = {}
+
+    def register_as(i: int) -> None:
+        with acting(f"user-{i}", request_id=f"req-{i}"):
+            start.wait(timeout=10)
+            try:
+                outcomes[i] = register(services, f"host-{i % 10}")
+            except Conflict as conflict:
+                outcomes[i] = conflict
+
+    threads = [threading.Thread(target=register_as, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    saved = {i: o for i, o in outcomes.items() if isinstance(o, Saved)}
+    assert len(saved) == 10  # host-0 and host-1 were asked for twice
+    for i, registered in saved.items():
+        found = history(services.app, registered.id)
+        assert found is not None
+        assert {(e.actor, e.request_id) for e in found.events} == {(f"user-{i}", f"req-{i}")}
 
 
 def test_job_status_follows_its_executions(services: Services) -> None:

@@ -16,7 +16,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import OperationalError
 
 from orca.application.app import OrcaApplication
-from orca.application.executions import start_execution
+from orca.application.executions import start_execution, start_executions
 from orca.application.jobs import CreateJob, create_job
 from orca.application.systems import Credentials, RegisterSystem, register_system
 from orca.bootstrap import Services, event_store_env
@@ -71,11 +71,18 @@ def the_same_store_as(services: Services, cls: type[OrcaApplication]) -> OrcaApp
     return cls(event_store_env(services.settings, create_tables=False), lambda position: None)
 
 
-def test_a_claim_retried_after_it_landed_is_the_worker_s_own(services: Services) -> None:
+@pytest.mark.parametrize("together", [False, True], ids=["alone", "claimed together"])
+def test_a_claim_retried_after_it_landed_is_the_worker_s_own(
+    services: Services, together: bool
+) -> None:
     execution_id = pending_execution(services)
     flaky = the_same_store_as(services, RetriedAfterLanding)
     try:
-        work = start_execution(flaky, services.vault, execution_id, worker_id="w1")
+        if together:
+            works = start_executions(flaky, services.vault, [execution_id], worker_id="w1")
+            work = works[0] if works else None
+        else:
+            work = start_execution(flaky, services.vault, execution_id, worker_id="w1")
     finally:
         flaky.close()
     assert work is not None and work.execution_id == execution_id

@@ -12,6 +12,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Transcoder
 
 from orca.application.audit import OrcaMapper
+from orca.application.grouping import GroupCommit
 from orca.application.transcoder import MsgspecJSONTranscoder
 from orca.domain.errors import Conflict, NotFound
 
@@ -36,6 +37,7 @@ class OrcaApplication(Application[UUID]):
     def __init__(self, env: dict[str, str], on_saved: Callable[[int], None]) -> None:
         super().__init__(env)
         self._on_saved = on_saved
+        self._group = GroupCommit(self.recorder.insert_events)
 
     def get(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
         try:
@@ -69,16 +71,19 @@ class OrcaApplication(Application[UUID]):
         """Save atomically; return the last notification id (for read-your-writes).
 
         A concurrent writer that saved the same aggregate version first makes this a
-        ``Conflict`` with the given message: nothing of this save is stored.
+        ``Conflict`` with the given message: nothing of this save is stored. Saves made
+        at the same time by other threads may be stored in the same transaction.
         """
-        try:
-            recordings = self.save(*aggregates)
-        except IntegrityError:
-            raise Conflict(conflict) from None
-        if not recordings:
+        events = [event for aggregate in aggregates for event in aggregate.collect_events()]
+        if not events:
             # Nothing changed (a user set to the role they have): what the caller asked for
             # is recorded already, at the latest by now.
             return self.recorder.max_notification_id() or 0
-        position = max(r.notification.id for r in recordings)
+        # Mapped here, in the caller's thread: the mapper stamps the caller's actor.
+        stored = [self.mapper.to_stored_event(event) for event in events]
+        try:
+            position = max(self._group.write(stored))
+        except IntegrityError:
+            raise Conflict(conflict) from None
         self._on_saved(position)
         return position

@@ -86,8 +86,9 @@ def start_executions(
 
     A job on 100 systems is claimed with three reads (its executions, its job, its systems)
     and one save, not with a hundred of each. If another worker claimed one of them first, the
-    save conflicts and stores nothing: each is then claimed on its own, so that this worker
-    still gets those the other did not take.
+    save conflicts: each is then claimed on its own, so that this worker still gets those the
+    other did not take. The caller gives the executions it is not running: any of them found
+    claimed by this worker was claimed by this very call.
     """
     pending = [e for e in app.get_many(Execution, execution_ids).values() if e.status == "pending"]
     jobs = app.get_many(Job, {e.job_id for e in pending})
@@ -97,7 +98,11 @@ def start_executions(
     try:
         app.commit(pending, conflict="an execution was claimed by another worker")
     except Conflict:
-        claimed = (start_execution(app, vault, e.id, worker_id=worker_id) for e in pending)
+        # Nothing of this save is stored, unless the library's retry of it (its answer was
+        # lost) conflicted with itself: then every claim is this worker's own.
+        claimed = (
+            start_execution(app, vault, e.id, worker_id=worker_id, unsure=True) for e in pending
+        )
         return [work for work in claimed if work is not None]
     return _works(app, vault, pending, jobs)
 
