@@ -121,8 +121,12 @@ def found(value: T | None, what: str, ident: str) -> T:
     return value
 
 
-async def settle(request: Request, position: int) -> None:
-    """Wait until the read models show this command's events (read-your-writes)."""
-    beacon = services(request).views
-    if not await run_in_threadpool(beacon.wait_for, position, SETTLE_TIMEOUT_SECONDS):
+def settled(s: Services, position: int) -> None:
+    """Wait until the read models show this command's events (read-your-writes); blocks, so
+    for a worker thread that goes on to read them."""
+    if not s.views.wait_for(position, SETTLE_TIMEOUT_SECONDS):
         raise Unavailable("saved, but the read models are behind; GET the resource again shortly")
+
+
+async def settle(request: Request, position: int) -> None:
+    await run_in_threadpool(settled, services(request), position)

@@ -21,10 +21,12 @@ from orca.http.common import (
     remembered,
     services,
     settle,
+    settled,
     text_param,
 )
 from orca.http.errors import FieldError, ValidationFailed
 from orca.http.schemas import IdempotencyKey, JobCreate, JobList, Message, decode
+from orca.projections.queries import JobView
 
 _job_create = msgspec.json.Decoder(JobCreate)
 JOB_STATUSES = frozenset({"pending", "running", "completed", "failed", "cancelled"})
@@ -71,10 +73,14 @@ async def create(request: Request, principal: Principal) -> Response:
         idempotency_key=_idempotency_key(request),
     )
     s = services(request)
-    saved = await run_in_threadpool(create_job, s.app, command, by=principal.username)
-    await settle(request, saved.position)
-    view = await run_in_threadpool(s.queries.get_job, str(saved.id))
-    return json(found(view, "job", str(saved.id)), status=201)
+
+    def create_and_read() -> tuple[str, JobView | None]:  # in one trip to the thread pool
+        saved = create_job(s.app, command, by=principal.username)
+        settled(s, saved.position)
+        return str(saved.id), s.queries.get_job(str(saved.id))
+
+    job_id, view = await run_in_threadpool(create_and_read)
+    return json(found(view, "job", job_id), status=201)
 
 
 async def list_jobs(request: Request, principal: Principal) -> Response:
