@@ -126,7 +126,8 @@ def test_a_canary_password_appears_nowhere_but_sealed(
     try:
         for sealed in SEALED.findall(dump.events):
             try:
-                opened.append(services.vault.open(uuid.UUID(system["id"]), sealed.decode()))
+                system_id = uuid.UUID(system["id"])
+                opened.append(services.vault.open({system_id: sealed.decode()})[system_id])
             except SealError:
                 continue  # another system's credentials
     finally:
@@ -165,6 +166,6 @@ def test_a_deleted_systems_history_keeps_no_plaintext_either(
 
 def _try_open(services: Services, system_id: uuid.UUID, sealed: bytes) -> bytes:
     try:
-        return services.vault.open(system_id, sealed.decode())
+        return services.vault.open({system_id: sealed.decode()})[system_id]
     except SealError:
         return b""

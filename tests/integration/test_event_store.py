@@ -17,7 +17,13 @@ from orca.application.executions import (
     start_executions,
 )
 from orca.application.jobs import CreateJob, create_job
-from orca.application.systems import Credentials, RegisterSystem, Saved, register_system
+from orca.application.systems import (
+    Credentials,
+    RegisterSystem,
+    Saved,
+    delete_system,
+    register_system,
+)
 from orca.bootstrap import Services, build
 from orca.domain.errors import Conflict, Invalid
 
@@ -168,6 +174,24 @@ def test_workers_racing_for_a_whole_job_claim_each_execution_once(services: Serv
     for t in threads:
         t.join()
     assert sorted(claimed) == sorted(execution_ids)
+
+
+def test_an_execution_whose_system_was_deleted_unseen_is_cancelled_not_run(
+    services: Services,
+) -> None:
+    """The read model had not shown the new job when its system was deleted, so the delete
+    did not cancel it: the claim does, since the system's credentials are destroyed."""
+    gone, kept = register(services, "gone"), register(services, "kept")
+    job = new_job(services, gone.id, kept.id)
+    lost, run = services.app.repository.get(job.id).execution_ids
+    delete_system(services.app, services.vault, gone.id, [], by="admin")
+    works = start_executions(services.app, services.vault, [lost, run], worker_id="w")
+    assert [w.execution_id for w in works] == [run]
+    settle(services, services.app.recorder.max_notification_id())
+    view = services.queries.get_job(str(job.id))
+    assert view is not None
+    assert {e.id: e.status for e in view.executions} == {str(run): "running"}  # gone's is hidden
+    assert services.app.repository.get(lost).status == "cancelled"
 
 
 def test_ends_saved_together_are_all_stored_or_none(services: Services) -> None:

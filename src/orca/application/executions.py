@@ -46,14 +46,14 @@ class Work:
     connection: Connection
 
 
-def _connection(vault: Vault, system: System) -> Connection:
+def _connection(system: System, credentials: Credentials) -> Connection:
     return Connection(
         system_id=system.id,
         system_type=system.system_type,
         hostname=system.hostname,
         port=system.port,
         username=system.username,
-        credentials=open_credentials(vault, system),
+        credentials=credentials,
         host_key=system.host_key,
         winrm_transport=system.winrm_transport,
         use_https=system.use_https,
@@ -65,7 +65,7 @@ def connection_of(app: OrcaApplication, vault: Vault, system_id: UUID) -> Connec
     system = app.get(System, system_id, "system")
     if system.is_deleted:
         raise NotFound(f"system {system_id} not found")
-    return _connection(vault, system)
+    return _connection(system, open_credentials(vault, [system])[system.id])
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +91,8 @@ def start_executions(
     claimed by this worker was claimed by this very call.
     """
     pending = [e for e in app.get_many(Execution, execution_ids).values() if e.status == "pending"]
-    jobs = app.get_many(Job, {e.job_id for e in pending})
-    now = datetime.now(UTC)
-    for execution in pending:
-        execution.start(worker_id, lease_until=_lease_until(now, jobs[execution.job_id]))
     try:
-        app.commit(pending, conflict="an execution was claimed by another worker")
+        return _claim(app, vault, pending, worker_id)
     except Conflict:
         # Nothing of this save is stored, unless the library's retry of it (its answer was
         # lost) conflicted with itself: then every claim is this worker's own.
@@ -104,7 +100,6 @@ def start_executions(
             start_execution(app, vault, e.id, worker_id=worker_id, unsure=True) for e in pending
         )
         return [work for work in claimed if work is not None]
-    return _works(app, vault, pending, jobs)
 
 
 def start_execution(
@@ -127,14 +122,32 @@ def start_execution(
         return _works(app, vault, [execution])[0]
     if execution.status != "pending":
         return None
-    job = app.get(Job, execution.job_id, "job")
-    execution.start(worker_id, lease_until=_lease_until(datetime.now(UTC), job))
     try:
-        app.commit([execution], conflict="execution was claimed by another worker")
+        works = _claim(app, vault, [execution], worker_id)
     except Conflict:
         current = app.get(Execution, execution_id, "execution")
         return _works(app, vault, [current])[0] if _claimed_by(current, worker_id) else None
-    return _works(app, vault, [execution], {job.id: job})[0]
+    return works[0] if works else None
+
+
+def _claim(
+    app: OrcaApplication, vault: Vault, pending: Sequence[Execution], worker_id: str
+) -> list[Work]:
+    """Start these pending executions for this worker, with one save. One whose system was
+    deleted as its job was created (its credentials are destroyed) is cancelled instead."""
+    jobs = app.get_many(Job, {e.job_id for e in pending})
+    systems = app.get_many(System, {e.system_id for e in pending})
+    now = datetime.now(UTC)
+    runnable = []
+    for execution in pending:
+        system = systems.get(execution.system_id)
+        if system is None or system.is_deleted:
+            execution.cancel(reason="its system was deleted")
+        else:
+            execution.start(worker_id, lease_until=_lease_until(now, jobs[execution.job_id]))
+            runnable.append(execution)
+    app.commit(pending, conflict="an execution was claimed by another worker")
+    return _works(app, vault, runnable, jobs, systems)
 
 
 def _lease_until(now: datetime, job: Job) -> datetime:
@@ -150,17 +163,20 @@ def _works(
     vault: Vault,
     executions: Sequence[Execution],
     jobs: Mapping[UUID, Job] | None = None,
+    systems: Mapping[UUID, System] | None = None,
 ) -> list[Work]:
     if jobs is None:
         jobs = app.get_many(Job, {e.job_id for e in executions})
-    systems = app.get_many(System, {e.system_id for e in executions})
+    if systems is None:
+        systems = app.get_many(System, {e.system_id for e in executions})
+    credentials = open_credentials(vault, (systems[e.system_id] for e in executions))
     return [
         Work(
             execution_id=e.id,
             job_id=e.job_id,
             command=jobs[e.job_id].command,
             timeout_seconds=jobs[e.job_id].timeout_seconds,
-            connection=_connection(vault, systems[e.system_id]),
+            connection=_connection(systems[e.system_id], credentials[e.system_id]),
         )
         for e in executions
     ]

@@ -10,7 +10,7 @@ import base64
 import binascii
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Protocol
 from uuid import UUID
 
@@ -76,7 +76,7 @@ class Sealer:
 class KeyStore(Protocol):
     """Wrapped data keys, one per owner, kept outside the event log so they can be destroyed."""
 
-    def get(self, owner: UUID) -> str | None: ...
+    def get(self, owners: Collection[UUID]) -> dict[UUID, str]: ...  # those that have one
     def add(self, owner: UUID, wrapped: str) -> None: ...  # keeps an existing key
     def delete(self, owner: UUID) -> None: ...
     def rewrap(self, change: Callable[[UUID, str], str]) -> int: ...
@@ -92,21 +92,26 @@ class Vault:
         self._wrapper = key_wrapper
         self._keys = keys
 
-    def _data_key(self, owner: UUID, *, create: bool) -> Sealer:
-        wrapped = self._keys.get(owner)
+    def _data_key(self, owner: UUID) -> Sealer:
+        wrapped = self._keys.get([owner]).get(owner)
         if wrapped is None:
-            if not create:
-                raise SealError(f"the secrets of {owner} were destroyed")
             self._keys.add(owner, self._wrapper.seal(secrets.token_bytes(32), owner.bytes))
-            wrapped = self._keys.get(owner)
-            assert wrapped is not None
+            wrapped = self._keys.get([owner])[owner]
         return Sealer(self._wrapper.open(wrapped, owner.bytes))
 
     def seal(self, owner: UUID, plaintext: bytes) -> str:
-        return self._data_key(owner, create=True).seal(plaintext, owner.bytes)
+        return self._data_key(owner).seal(plaintext, owner.bytes)
 
-    def open(self, owner: UUID, sealed: str) -> bytes:
-        return self._data_key(owner, create=False).open(sealed, owner.bytes)
+    def open(self, sealed: Mapping[UUID, str]) -> dict[UUID, bytes]:
+        """The secrets of these owners, opened with one read of their data keys."""
+        wrapped = self._keys.get(sealed.keys())
+        opened = {}
+        for owner, value in sealed.items():
+            if owner not in wrapped:
+                raise SealError(f"the secrets of {owner} were destroyed")
+            data_key = Sealer(self._wrapper.open(wrapped[owner], owner.bytes))
+            opened[owner] = data_key.open(value, owner.bytes)
+        return opened
 
     def shred(self, owner: UUID) -> None:
         self._keys.delete(owner)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -14,11 +14,16 @@ class SqlKeyStore:
     def __init__(self, store: ReadStore) -> None:
         self._store = store
 
-    def get(self, owner: UUID) -> str | None:
+    def get(self, owners: Collection[UUID]) -> dict[UUID, str]:
+        if not owners:
+            return {}
+        marks = ", ".join("?" * len(owners))
         with self._store.read() as cur:
-            cur.execute("SELECT wrapped FROM data_keys WHERE owner = ?", (str(owner),))
-            row = cur.fetchone()
-        return row["wrapped"] if row is not None else None
+            cur.execute(
+                f"SELECT owner, wrapped FROM data_keys WHERE owner IN ({marks})",
+                tuple(str(o) for o in owners),
+            )
+            return {UUID(row["owner"]): row["wrapped"] for row in cur.fetchall()}
 
     def add(self, owner: UUID, wrapped: str) -> None:
         with self._store.direct() as cur:
