@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,8 +20,9 @@ from eventsourcing.utils import resolve_topic
 
 from orca.application.app import OrcaApplication
 from orca.projections.beacon import Beacon
+from orca.projections.events import EventReader
 from orca.projections.leader import Leadership
-from orca.projections.rows import Projection, Rows, ignore
+from orca.projections.rows import Handler, Projection, Rows, ignore
 from orca.projections.store import ReadStore, StalePosition
 from orca.projections.views import iso
 
@@ -38,14 +40,14 @@ IDLE_RECHECK_SECONDS = 1.0
 class Decoded:
     """The events of a page, each decoded once, for as many projectors as want it."""
 
-    def __init__(self, app: OrcaApplication) -> None:
-        self._mapper = app.mapper
+    def __init__(self, read: EventReader) -> None:
+        self._read = read
         self._events: dict[int, Any] = {}
 
     def __call__(self, notification: Notification) -> Any:
         event = self._events.get(notification.id)
         if event is None:
-            event = self._events[notification.id] = self._mapper.to_domain_event(notification)
+            event = self._events[notification.id] = self._read(notification)
         return event
 
 
@@ -57,12 +59,15 @@ class Projector:
         events: Beacon,
         views: Beacon,
         projection: Projection,
+        batch: int = BATCH,
     ) -> None:
         """The projection's name keys its position: a new name starts from the first event,
-        so a new read model added to a running installation fills itself from history."""
+        so a new read model added to a running installation fills itself from history.
+        ``batch``: events per transaction at most."""
         self.projection = projection
+        self.batch = batch
         self.name = projection.name
-        self._handlers = projection.handlers
+        self._handlers: dict[str, Handler | None] = {}  # by topic, as the events name them
         self.app = app
         self._store = store
         self._events = events
@@ -117,12 +122,20 @@ class Projector:
         with self._store.write(Tracking(self.name, last), after=self.position) as cur:
             rows = Rows(cur)
             for notification in notifications:
-                handler = self._handlers.get(resolve_topic(notification.topic))
-                if handler is None or handler is ignore:
-                    continue  # an event this projection has no use for
-                handler(rows, decode(notification), notification.id)
+                handler = self._handler(notification.topic)
+                if handler is not None:
+                    handler(rows, decode(notification), notification.id)
             rows.flush()
         self.position = last
+
+    def _handler(self, topic: str) -> Handler | None:
+        """None for an event this projection has no use for: it is not even decoded."""
+        try:
+            return self._handlers[topic]
+        except KeyError:
+            handler = self.projection.handlers.get(resolve_topic(topic))
+            self._handlers[topic] = None if handler is ignore else handler
+            return self._handlers[topic]
 
     def _record(self, notification: Notification, error: BaseException) -> None:
         log.error(
@@ -165,15 +178,26 @@ def catch_up(
     """Apply every event recorded so far to each projector, reading and decoding each event
     once however many projectors use it; return how many events each one applied."""
     app = projectors[0].app
+    batch = min(p.batch for p in projectors)
+    read = EventReader(app.mapper)
     applied = dict.fromkeys((p.name for p in projectors), 0)
-    while True:
-        page = app.recorder.select_notifications(
-            start=min(p.position for p in projectors), limit=BATCH, inclusive_of_start=False
+
+    def page_after(position: int) -> Sequence[Notification]:
+        return app.recorder.select_notifications(
+            start=position, limit=batch, inclusive_of_start=False
         )
-        if not page:
-            return applied
-        decoded = Decoded(app)
-        for projector in projectors:
-            applied[projector.name] += projector.apply(page, decoded)
-        if on_batch is not None:
-            on_batch(min(p.position for p in projectors))
+
+    with ThreadPoolExecutor(1, thread_name_prefix="orca-read-ahead") as reader:
+        page = page_after(min(p.position for p in projectors))
+        while page:
+            # A full page means more is waiting: the database reads the next one meanwhile.
+            ahead = reader.submit(page_after, page[-1].id) if len(page) == batch else None
+            decoded = Decoded(read)
+            for projector in projectors:
+                applied[projector.name] += projector.apply(page, decoded)
+            position = min(p.position for p in projectors)
+            if on_batch is not None:
+                on_batch(position)
+            # A projector that found others had moved on starts from where they are.
+            page = ahead.result() if ahead and position == page[-1].id else page_after(position)
+    return applied

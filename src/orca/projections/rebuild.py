@@ -37,6 +37,9 @@ from orca.projections.views import READ_MODELS
 # The projections ``orca rebuild --projection NAME`` knows.
 PROJECTIONS: dict[str, Projection] = {p.name: p for p in (READ_MODELS, REPORTS)}
 SHADOW_SCHEMA = "orca_rebuild"
+# Events per transaction of the replay: bigger than a live projector's batches, as each one
+# costs a few round trips and its rows are read and written together.
+REPLAY_BATCH = 10_000
 
 # Events done, events in the log, seconds so far.
 Progress = Callable[[int, int, float], None]
@@ -67,7 +70,10 @@ def rebuild(
 def _replay(
     app: OrcaApplication, shadow: ReadStore, names: Sequence[str], progress: Progress
 ) -> tuple[list[Projector], dict[str, int]]:
-    projectors = [Projector(app, shadow, Beacon(), Beacon(), PROJECTIONS[n]) for n in names]
+    projectors = [
+        Projector(app, shadow, Beacon(), Beacon(), PROJECTIONS[n], batch=REPLAY_BATCH)
+        for n in names
+    ]
     started = time.monotonic()
     head = app.recorder.max_notification_id() or 0
 

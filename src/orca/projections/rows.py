@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
+from operator import itemgetter
 from typing import Any
 
 from orca.projections.schema import KEYS
@@ -61,10 +62,11 @@ class Rows:
 
     def insert(self, table: str, row: Row) -> None:
         """A new row, with a value for every column handlers read."""
-        key = _key_of(table, row)
-        if self._rows[table].get(key) is not None:  # as the database would refuse it
+        key = _key_of(table)(row)
+        rows = self._rows[table]
+        if rows.get(key) is not None:  # as the database would refuse it
             raise KeyError(f"{table} already has a row {key}")
-        self._rows[table][key] = self._new[table][key] = row
+        rows[key] = self._new[table][key] = row
 
     def update(self, table: str, key: Key, /, **values: Any) -> None:
         row = self.get(table, key)
@@ -143,9 +145,10 @@ class Rows:
         self._bumped.clear()
 
 
-def _key_of(table: str, row: Row) -> Key:
-    columns = KEYS.get(table, ("id",))
-    return row[columns[0]] if len(columns) == 1 else tuple(row[c] for c in columns)
+@cache
+def _key_of(table: str) -> Callable[[Row], Key]:
+    """A row's key: the value of its key column, or a tuple of the values of several."""
+    return itemgetter(*KEYS.get(table, ("id",)))
 
 
 def _key_params(table: str, key: Key) -> tuple[Any, ...]:
