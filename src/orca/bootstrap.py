@@ -150,6 +150,7 @@ class Services:
             queries=self.queries,
             workers=self.workers,
             remote=self.remote,
+            events=self.events,
             views=self.views,
             settings=ExecutorSettings(
                 worker_id=worker_id

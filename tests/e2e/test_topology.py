@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -232,4 +233,33 @@ def test_a_standby_projector_takes_over_when_the_leader_dies(
     finally:
         api.close()
         for p in (api_process, leader, standby, worker):
+            p.stop()
+
+
+def test_a_worker_runs_a_new_job_while_the_read_models_are_behind(
+    cluster_settings: Settings, sshd_host: SshdHost, shared_dir: Path
+) -> None:
+    """Workers learn of new executions from the event log itself: a stopped projector holds
+    back the read models (and the API's answer), not the commands."""
+    api_process = process(cluster_settings, "api", "api")
+    projector = process(cluster_settings, "projector", "projector-1")
+    worker = process(cluster_settings, "worker", "worker")
+    api = api_process.client()
+    try:
+        (system,) = register_systems(api, sshd_host, 1)
+        projector.stop()
+        runs = shared_dir / "runs.log"
+        body = {"name": "unseen", "command": f"echo ran >> {runs}", "system_ids": [system]}
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(api.post, "/api/jobs", body)  # waits for the read models
+            wait(lambda: runs.exists() and runs.read_text() == "ran\n", 8, "the command to run")
+            projector = process(cluster_settings, "projector", "projector-2")
+            assert answer.result().status_code in (201, 503)
+        (job,) = api.get("/api/jobs").json()["jobs"]
+        finished = api.wait_for_job(job["id"])
+        assert [e["status"] for e in finished["executions"]] == ["completed"]
+        assert runs.read_text() == "ran\n"  # once
+    finally:
+        api.close()
+        for p in (api_process, projector, worker):
             p.stop()

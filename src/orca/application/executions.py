@@ -16,6 +16,7 @@ from orca.domain.job import Execution, ExecutionStatus, Job
 from orca.domain.system import System
 
 LEASE_MARGIN = timedelta(minutes=5)
+NEW_EVENTS_PAGE = 1000
 FINISH_ATTEMPTS = 5
 
 
@@ -79,6 +80,22 @@ class Outcome:
     error_message: str | None = None
 
 
+def new_executions(app: OrcaApplication, after: int) -> tuple[list[UUID], int]:
+    """The executions created in the log after position ``after``, and the position read to.
+
+    Workers learn of new executions here, as soon as their job is saved: a projector's
+    commit (the read models' ``due_executions``) comes a few milliseconds later.
+    """
+    created = []
+    while True:
+        page = app.recorder.select_originators(after, NEW_EVENTS_PAGE)  # type: ignore[attr-defined]
+        created += [originator for _, originator, topic in page if topic == Execution.Created.TOPIC]
+        if page:
+            after = page[-1][0]
+        if len(page) < NEW_EVENTS_PAGE:
+            return created, after
+
+
 def start_executions(
     app: OrcaApplication, vault: Vault, execution_ids: Collection[UUID], *, worker_id: str
 ) -> list[Work]:
@@ -133,14 +150,18 @@ def start_execution(
 def _claim(
     app: OrcaApplication, vault: Vault, pending: Sequence[Execution], worker_id: str
 ) -> list[Work]:
-    """Start these pending executions for this worker, with one save. One whose system was
-    deleted as its job was created (its credentials are destroyed) is cancelled instead."""
+    """Start these pending executions for this worker, with one save. One whose job is
+    scheduled later is left as it is; one whose system was deleted as its job was created
+    (its credentials are destroyed) is cancelled instead."""
     jobs = app.get_many(Job, {e.job_id for e in pending})
     systems = app.get_many(System, {e.system_id for e in pending})
     now = datetime.now(UTC)
     runnable = []
     for execution in pending:
         system = systems.get(execution.system_id)
+        schedule_at = jobs[execution.job_id].schedule_at
+        if schedule_at is not None and schedule_at > now:
+            continue
         if system is None or system.is_deleted:
             execution.cancel(reason="its system was deleted")
         else:

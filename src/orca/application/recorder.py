@@ -7,6 +7,9 @@ text); this one fetches tuples in the binary format: the same notifications, ~2x
 ``select_events_of`` reads the events of many aggregates in one query, where the library
 asks once per aggregate: the executor claims the executions of a 100-system job with one
 read, not a hundred.
+
+``select_originators`` reads which aggregates the newest events are of, without their state:
+workers learn of new executions from the log itself, before any projection shows them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,22 @@ from psycopg.sql import SQL, Composed, Identifier
 
 
 class OrcaPostgresRecorder(PostgresApplicationRecorder):
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_originators(self, after: int, limit: int) -> Sequence[tuple[int, UUID, str]]:
+        """Position, originator and topic of the events after ``after``, in order."""
+        statement = SQL(
+            "SELECT notification_id, originator_id, topic FROM {schema}.{table}"
+            " WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+        ).format(
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+        )
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row, binary=True) as cursor,
+        ):
+            return cursor.execute(statement, [after, limit], prepare=True).fetchall()
+
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events_of(self, originator_ids: Collection[UUID]) -> Sequence[StoredEvent]:
         """Every event of these aggregates, each aggregate's in version order."""
@@ -90,6 +109,16 @@ class OrcaPostgresRecorder(PostgresApplicationRecorder):
 
 
 class OrcaSQLiteRecorder(SQLiteApplicationRecorder):
+    def select_originators(self, after: int, limit: int) -> Sequence[tuple[int, UUID, str]]:
+        """Position, originator and topic of the events after ``after``, in order."""
+        statement = (
+            f"SELECT rowid, originator_id, topic FROM {self.events_table_name}"
+            " WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        )
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, (after, limit))
+            return [(row[0], UUID(row[1]), row[2]) for row in cursor.fetchall()]
+
     def select_events_of(self, originator_ids: Collection[UUID]) -> Sequence[StoredEvent]:
         """Every event of these aggregates, each aggregate's in version order."""
         ids = [i.hex for i in originator_ids]

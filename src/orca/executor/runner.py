@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -22,6 +23,7 @@ from orca.application.executions import (
     abandon_execution,
     finish_execution,
     finish_executions,
+    new_executions,
     start_execution,
     start_executions,
 )
@@ -60,6 +62,7 @@ class Executor:
         queries: Queries,
         workers: Workers,
         remote: Remote,
+        events: Beacon,
         views: Beacon,
         settings: ExecutorSettings,
     ) -> None:
@@ -67,7 +70,9 @@ class Executor:
         self._vault = vault
         self._queries = queries
         self._workers = workers
+        self._events = events
         self._views = views
+        self._seen: int | None = None  # the log's position up to which new executions were read
         self._settings = settings
         self._remote = remote
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -89,35 +94,49 @@ class Executor:
 
     async def _run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        wake = asyncio.Event()
+        news, wake = asyncio.Event(), asyncio.Event()
 
-        def on_advance() -> None:
-            loop.call_soon_threadsafe(wake.set)
+        # New events (a job saved) are looked at for new executions at once, before any
+        # projection shows them; the views moving (an execution projected as finished, a
+        # cancel requested) and a slot freed make a full round.
+        def waking(event: asyncio.Event) -> Callable[[], None]:
+            def wake_up() -> None:  # from the thread that moved the beacon
+                loop.call_soon_threadsafe(event.set)
 
-        undo = self._views.on_advance(on_advance)
+            return wake_up
+
+        undo_events = self._events.on_advance(waking(news))
+        undo_views = self._views.on_advance(waking(wake))
         last_beat = 0.0
         checker = (
             asyncio.create_task(self._check_health(stop), name="health checker")
             if self._settings.health_interval > 0
             else None
         )
+        full, next_at = True, None
         try:
             while not stop.is_set():
-                wake.clear()
+                news.clear()
+                if full:
+                    wake.clear()
                 if loop.time() - last_beat >= self._workers.heartbeat_seconds:
                     last_beat = loop.time()
                     await self._beat()
-                await self._honour_cancels()
                 try:
-                    next_at = await self._dispatch()
+                    if full:
+                        await self._honour_cancels()
+                        next_at = await self._dispatch()
+                    else:
+                        await self._claim_fresh()
                 except Exception:
                     # The database is away (restart, failover): claim again once it is back.
                     # Letting this escape would end the executor while the process lives on.
                     log.warning("could not claim due executions; retrying", exc_info=True)
                     next_at = None
-                await self._sleep(stop, wake, next_at)
+                full = await self._sleep(stop, news, wake, next_at)
         finally:
-            undo()
+            undo_events()
+            undo_views()
             if checker is not None:
                 checker.cancel()
                 await asyncio.gather(checker, return_exceptions=True)
@@ -185,6 +204,7 @@ class Executor:
 
     async def _dispatch(self) -> datetime | None:
         """Claim what is due and free slots allow; return when the next schedule is due."""
+        await self._claim_fresh()
         free = self._settings.max_concurrency - len(self._running)
         if free <= 0:
             return None
@@ -203,6 +223,24 @@ class Executor:
         if wanted[:free]:
             await self._claim(wanted[:free])
         return datetime.fromisoformat(next_at) if next_at else None
+
+    async def _claim_fresh(self) -> None:
+        """Claim the executions created since the last look, as free slots allow."""
+        free = self._settings.max_concurrency - len(self._running)
+        if free <= 0:
+            return
+        fresh = [e for e in await asyncio.to_thread(self._fresh) if e not in self._running]
+        if fresh[:free]:
+            await self._claim(fresh[:free])
+
+    def _fresh(self) -> list[str]:
+        """Executions created since the last look; at the first, none: those already in the
+        log are found by ``due_executions``."""
+        if self._seen is None:
+            self._seen = self._app.recorder.max_notification_id() or 0
+            return []
+        created, self._seen = new_executions(self._app, self._seen)
+        return [str(e) for e in created]
 
     async def _claim(self, execution_ids: list[str]) -> None:
         """Claim these executions and start running those this worker won."""
@@ -248,20 +286,29 @@ class Executor:
                 self._cancelling.discard(key)
 
     async def _sleep(
-        self, stop: asyncio.Event, wake: asyncio.Event, next_at: datetime | None
-    ) -> None:
+        self,
+        stop: asyncio.Event,
+        news: asyncio.Event,
+        wake: asyncio.Event,
+        next_at: datetime | None,
+    ) -> bool:
+        """Wait for a reason to look again; False if the only one is new events."""
         timeout = IDLE_RECHECK_SECONDS
         if next_at is not None:
             timeout = min(timeout, max(0.0, (next_at - datetime.now(UTC)).total_seconds()))
-        waiters: list[asyncio.Future[object]] = [
+        full: list[asyncio.Future[object]] = [
             asyncio.ensure_future(stop.wait()),
             asyncio.ensure_future(wake.wait()),
         ]
-        waiters.extend(asyncio.shield(t) for t in self._running.values())
-        _, pending = await asyncio.wait(waiters, timeout=timeout, return_when="FIRST_COMPLETED")
+        full.extend(asyncio.shield(t) for t in self._running.values())
+        fresh: asyncio.Future[object] = asyncio.ensure_future(news.wait())
+        done, pending = await asyncio.wait(
+            [*full, fresh], timeout=timeout, return_when="FIRST_COMPLETED"
+        )
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        return done != {fresh}
 
     async def _execute(self, work: Work) -> None:
         log.info(

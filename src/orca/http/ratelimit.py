@@ -1,9 +1,4 @@
-"""Requests per client IP on /api (sliding window counter, the ``limits`` library).
-
-A sliding window weighs the previous window's count by how much of it still overlaps the
-last minute: two counters per client and O(1) work per request. The exact moving window
-keeps one entry per request and sweeps them all on every request (at 200 requests/s with
-a high limit, ~8% of the API process's time).
+"""Requests per client IP on /api (moving window, the ``limits`` library).
 
 Every /api response says where the client stands (``X-RateLimit-*``); a 429 says when to
 come back (``Retry-After``). Logins have their own, stricter limit. The client is the socket
@@ -17,7 +12,7 @@ import math
 import time
 
 from limits import RateLimitItem, parse
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,7 +36,7 @@ class RateLimit:
         self.app = app
         self._limit = parse(limit)
         self._login_limit = parse(login_limit)
-        self._limiter = SlidingWindowCounterRateLimiter(storage_from_string(_async_uri(storage)))
+        self._limiter = MovingWindowRateLimiter(storage_from_string(_async_uri(storage)))
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in trusted_proxies]
         self._trust: dict[str, bool] = {}  # address -> trusted, as the same peers come back
 

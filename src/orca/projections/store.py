@@ -225,8 +225,17 @@ class PostgresReadStore(_Views, PostgresTrackingRecorder):
     def read(self) -> Iterator[Cursor]:
         """Every statement of a read sees one snapshot: a total and its page of rows, a job
         and its executions agree even while a projector commits between them (under READ
-        COMMITTED a page showed 37 jobs of a total of 35)."""
-        with self._cursor(commit=False) as raw:
+        COMMITTED a page showed 37 jobs of a total of 35).
+
+        In pipeline mode the BEGIN and the SET go out with the first query, and the ROLLBACK
+        waits for no answer of its own: a job and its executions are read in 3 round trips,
+        not 5."""
+        with (
+            self.datastore.get_connection() as conn,
+            conn.pipeline(),
+            conn.transaction(force_rollback=True),
+        ):
+            raw = conn.cursor()
             raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield self._wrap(raw)
 
