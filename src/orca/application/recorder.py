@@ -15,6 +15,7 @@ workers learn of new executions from the log itself, before any projection shows
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, Notification, OperationalError, StoredEvent
@@ -22,41 +23,40 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composable, Composed, Identifier
 
 
 class OrcaPostgresRecorder(PostgresApplicationRecorder):
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def select_originators(self, after: int, limit: int) -> Sequence[tuple[int, UUID, str]]:
-        """Position, originator and topic of the events after ``after``, in order."""
-        statement = SQL(
-            "SELECT notification_id, originator_id, topic FROM {schema}.{table}"
-            " WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-        ).format(
-            schema=Identifier(self.datastore.schema),
-            table=Identifier(self.events_table_name),
+    def _fetch(
+        self, statement: str, params: Sequence[object], **parts: Composable
+    ) -> list[tuple[Any, ...]]:
+        """Run a query of the events table (``{events}`` in it) for tuples in binary format."""
+        query = SQL(statement).format(
+            events=Identifier(self.datastore.schema, self.events_table_name), **parts
         )
         with (
             self.datastore.get_connection() as conn,
             conn.cursor(row_factory=tuple_row, binary=True) as cursor,
         ):
-            return cursor.execute(statement, [after, limit], prepare=True).fetchall()
+            return cursor.execute(query, params, prepare=True).fetchall()
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_originators(self, after: int, limit: int) -> Sequence[tuple[int, UUID, str]]:
+        """Position, originator and topic of the events after ``after``, in order."""
+        return self._fetch(
+            "SELECT notification_id, originator_id, topic FROM {events}"
+            " WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
+            [after, limit],
+        )
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events_of(self, originator_ids: Collection[UUID]) -> Sequence[StoredEvent]:
         """Every event of these aggregates, each aggregate's in version order."""
-        statement = SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table}"
-            " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-        ).format(
-            schema=Identifier(self.datastore.schema),
-            table=Identifier(self.events_table_name),
+        rows = self._fetch(
+            "SELECT originator_id, originator_version, topic, state FROM {events}"
+            " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version",
+            [list(originator_ids)],
         )
-        with (
-            self.datastore.get_connection() as conn,
-            conn.cursor(row_factory=tuple_row, binary=True) as cursor,
-        ):
-            rows = cursor.execute(statement, [list(originator_ids)], prepare=True).fetchall()
         return [StoredEvent(*row) for row in rows]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
@@ -82,20 +82,13 @@ class OrcaPostgresRecorder(PostgresApplicationRecorder):
         if topics:
             conditions.append(SQL("topic = ANY(%s)"))
             params.append(list(topics))
-        statement = SQL(
+        params.append(limit)
+        rows = self._fetch(
             "SELECT notification_id, originator_id, originator_version, topic, state"
-            " FROM {schema}.{table}{where} ORDER BY notification_id LIMIT %s"
-        ).format(
-            schema=Identifier(self.datastore.schema),
-            table=Identifier(self.events_table_name),
+            " FROM {events}{where} ORDER BY notification_id LIMIT %s",
+            params,
             where=SQL(" WHERE ") + SQL(" AND ").join(conditions) if conditions else SQL(""),
         )
-        params.append(limit)
-        with (
-            self.datastore.get_connection() as conn,
-            conn.cursor(row_factory=tuple_row, binary=True) as cursor,
-        ):
-            rows = cursor.execute(statement, params, prepare=True).fetchall()
         return [
             Notification(
                 id=notification_id,
