@@ -101,11 +101,11 @@ def start_executions(
 ) -> list[Work]:
     """Claim those of these executions that are pending for this worker, with one save.
 
-    A job on 100 systems is claimed with three reads (its executions, its job, its systems)
-    and one save, not with a hundred of each. If another worker claimed one of them first, the
-    save conflicts: each is then claimed on its own, so that this worker still gets those the
-    other did not take. The caller gives the executions it is not running: any of them found
-    claimed by this worker was claimed by this very call.
+    A job on 100 systems is claimed with four reads (its executions, its job, its systems and
+    their data keys) and one save, not with a hundred of each. If another worker claimed one
+    of them first, the save conflicts: each is then claimed on its own, so that this worker
+    still gets those the other did not take. The caller gives the executions it is not
+    running: any of them found claimed by this worker was claimed by this very call.
     """
     pending = [e for e in app.get_many(Execution, execution_ids).values() if e.status == "pending"]
     try:

@@ -45,9 +45,10 @@ class GroupCommit:
             self._waiting.append(save)
             while self._writing and not save.written:
                 self._turn.wait()
+            batch: list[_Save] = []
             if not save.written:  # no write under way: this thread writes all that wait
                 batch, self._waiting, self._writing = self._waiting, [], True
-        if not save.written:
+        if batch:
             try:
                 self._write(batch)
             finally:
