@@ -12,9 +12,9 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from eventsourcing.persistence import Notification
 
 from orca.application.app import OrcaApplication
+from orca.application.recorder import Record
 from orca.projections.events import EventReader
 
 EXAMPLES: dict[str, Any] = json.loads(
@@ -29,10 +29,10 @@ def app() -> OrcaApplication:
     )
 
 
-def notification(topic: str, state: dict[str, Any]) -> Notification:
-    return Notification(
+def record(topic: str, state: dict[str, Any]) -> Record:
+    return Record(
         id=1,
-        originator_id=uuid4(),
+        originator_id=str(uuid4()),
         originator_version=1,
         topic=topic,
         state=json.dumps(state).encode(),
@@ -51,8 +51,8 @@ def as_read_models_see_it(value: Any) -> Any:
 def test_every_stored_example_reads_as_the_mapper_reads_it(
     app: OrcaApplication, topic: str
 ) -> None:
-    stored = notification(topic, EXAMPLES[topic])
-    expected = app.mapper.to_domain_event(stored)
+    stored = record(topic, EXAMPLES[topic])
+    expected = app.mapper.to_domain_event(stored.stored())
     event = EventReader(app.mapper)(stored)
     for field in dataclasses.fields(expected):
         wanted = as_read_models_see_it(getattr(expected, field.name))
@@ -63,6 +63,6 @@ def test_what_it_cannot_read_exactly_goes_to_the_mapper(app: OrcaApplication) ->
     """A value of another shape than its field's type: the mapper's reading wins."""
     topic = "orca.Execution.Cancelled"
     state = EXAMPLES[topic] | {"reason": 42}
-    event = EventReader(app.mapper)(notification(topic, state))
+    event = EventReader(app.mapper)(record(topic, state))
     assert event.reason == 42
-    assert isinstance(event, type(app.mapper.to_domain_event(notification(topic, state))))
+    assert isinstance(event, type(app.mapper.to_domain_event(record(topic, state).stored())))

@@ -1,6 +1,6 @@
 """The library's recorders, with faster reads of many events.
 
-``select_notifications`` is what projections and the audit log read the whole log with. The
+``select_notifications`` is what the audit log reads the whole log with. The
 library's fetches dict rows in PostgreSQL's text format (UUIDs and ``state`` parsed from
 text); this one fetches tuples in the binary format: the same notifications, ~2x as fast.
 
@@ -10,12 +10,17 @@ read, not a hundred.
 
 ``select_originators`` reads which aggregates the newest events are of, without their state:
 workers learn of new executions from the log itself, before any projection shows them.
+
+``select_records`` is what projections read the log with: plain tuples, the originator's id
+as its canonical text (what the read models keep), formatted by the database. Making a
+``Notification`` and a ``UUID`` of each event, then the UUID's text, took a sixth of a
+rebuild's time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, Notification, OperationalError, StoredEvent
@@ -24,6 +29,22 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composable, Composed, Identifier
+
+
+class Record(NamedTuple):
+    """A stored event as projections read it."""
+
+    id: int  # its position in the log
+    originator_id: str  # canonical text: 8-4-4-4-12 lowercase hex digits
+    originator_version: int
+    topic: str
+    state: bytes
+
+    def stored(self) -> StoredEvent:
+        """As the library's mapper reads it."""
+        return StoredEvent(
+            UUID(self.originator_id), self.originator_version, self.topic, self.state
+        )
 
 
 class OrcaPostgresRecorder(PostgresApplicationRecorder):
@@ -48,6 +69,16 @@ class OrcaPostgresRecorder(PostgresApplicationRecorder):
             " WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
             [after, limit],
         )
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def select_records(self, after: int, limit: int) -> list[Record]:
+        """The events after position ``after``, in order, at most ``limit``."""
+        rows = self._fetch(
+            "SELECT notification_id, originator_id::text, originator_version, topic, state"
+            " FROM {events} WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
+            [after, limit],
+        )
+        return list(map(Record._make, rows))
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def select_events_of(self, originator_ids: Collection[UUID]) -> Sequence[StoredEvent]:
@@ -111,6 +142,19 @@ class OrcaSQLiteRecorder(SQLiteApplicationRecorder):
         with self.datastore.transaction(commit=False) as cursor:
             cursor.execute(statement, (after, limit))
             return [(row[0], UUID(row[1]), row[2]) for row in cursor.fetchall()]
+
+    def select_records(self, after: int, limit: int) -> list[Record]:
+        """The events after position ``after``, in order, at most ``limit``."""
+        hex_ = "originator_id"  # stored as ``UUID.hex``: SQLite inserts the dashes
+        statement = (
+            f"SELECT rowid, substr({hex_}, 1, 8) || '-' || substr({hex_}, 9, 4) || '-' ||"
+            f" substr({hex_}, 13, 4) || '-' || substr({hex_}, 17, 4) || '-' ||"
+            f" substr({hex_}, 21), originator_version, topic, state"
+            f" FROM {self.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        )
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, (after, limit))
+            return [Record._make(row) for row in cursor.fetchall()]
 
     def select_events_of(self, originator_ids: Collection[UUID]) -> Sequence[StoredEvent]:
         """Every event of these aggregates, each aggregate's in version order."""

@@ -25,8 +25,10 @@ from typing import Any, Literal, NamedTuple, Union
 from uuid import UUID
 
 import msgspec
-from eventsourcing.persistence import Mapper, Notification
+from eventsourcing.persistence import Mapper
 from eventsourcing.utils import resolve_topic
+
+from orca.application.recorder import Record
 
 
 # The stored forms of the library's transcodings ``UUIDAsHex`` and ``DatetimeAsISO``; another
@@ -140,15 +142,15 @@ class EventReader:
         self._mapper = mapper
         self._plans: dict[str, _Plan | None] = {}
 
-    def __call__(self, notification: Notification) -> Any:
-        topic = notification.topic
+    def __call__(self, record: Record) -> Any:
+        topic = record.topic
         try:
             plan = self._plans[topic]
         except KeyError:
             plan = self._plans[topic] = _plan(resolve_topic(topic))
         if plan is None:
-            return self._mapper.to_domain_event(notification)
-        state = notification.state
+            return self._mapper.to_domain_event(record.stored())
+        state = record.state
         if self._mapper.cipher is not None:
             state = self._mapper.cipher.decrypt(state)
         if self._mapper.compressor is not None:
@@ -156,11 +158,11 @@ class EventReader:
         try:
             event = plan.decoder.decode(state)
         except msgspec.DecodeError:  # validation errors too
-            return self._mapper.to_domain_event(notification)
+            return self._mapper.to_domain_event(record.stored())
         if plan.class_version > 1 and event.class_version < plan.class_version:
-            return self._mapper.to_domain_event(notification)
+            return self._mapper.to_domain_event(record.stored())
         for name, convert in plan.converts:
             setattr(event, name, convert(getattr(event, name)))
-        event.originator_id = str(notification.originator_id)  # once for every projection
-        event.originator_version = notification.originator_version
+        event.originator_id = record.originator_id
+        event.originator_version = record.originator_version
         return event

@@ -5,20 +5,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any
 
-from eventsourcing.persistence import (
-    IntegrityError,
-    InterfaceError,
-    Notification,
-    OperationalError,
-    Tracking,
-)
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, Tracking
 from eventsourcing.utils import resolve_topic
 
 from orca.application.app import OrcaApplication
+from orca.application.recorder import Record
 from orca.projections.beacon import Beacon
 from orca.projections.events import EventReader
 from orca.projections.leader import Leadership
@@ -44,11 +40,21 @@ class Decoded:
         self._read = read
         self._events: dict[int, Any] = {}
 
-    def __call__(self, notification: Notification) -> Any:
-        event = self._events.get(notification.id)
+    def __call__(self, record: Record) -> Any:
+        event = self._events.get(record.id)
         if event is None:
-            event = self._events[notification.id] = self._read(notification)
+            event = self._events[record.id] = self._read(record)
         return event
+
+    def ahead(self, page: Sequence[Record], projectors: Sequence[Projector]) -> None:
+        """Decode now every event of the page that a projector will apply."""
+        wanted: dict[str, bool] = {}
+        for record in page:
+            topic = record.topic
+            if topic not in wanted:
+                wanted[topic] = any(p.handles(topic) for p in projectors)
+            if wanted[topic]:
+                self(record)
 
 
 class Projector:
@@ -79,54 +85,101 @@ class Projector:
         """Apply every event recorded so far; return how many were applied."""
         return catch_up([self], on_batch)[self.name]
 
-    def apply(self, page: Sequence[Notification], decode: Decoded) -> int:
+    def handles(self, topic: str) -> bool:
+        return self._handler(topic) is not None
+
+    def apply_behind(
+        self, page: Sequence[Record], decode: Decoded, writer: Executor
+    ) -> Callable[[], int]:
+        """Like ``apply``, but the batch's writes and its commit run on ``writer``, so that
+        the caller can decode the next page while the database takes them in. The returned
+        call waits for them and returns how many events were applied; a batch that fails
+        there was rolled back, and is applied again by ``apply``, which isolates a bad
+        event and finds a projector that moved on."""
+        records = [r for r in page if r.id > self.position]
+        if not records:
+            return lambda: 0
+        try:
+            transaction, rows = self._begin(records, decode)
+        except Exception:
+            applied = self.apply(page, decode)
+            return lambda: applied
+
+        def write() -> None:
+            with transaction:
+                rows.flush()
+
+        written = writer.submit(write)
+
+        def settle() -> int:
+            try:
+                written.result()
+            except Exception:
+                return self.apply(page, decode)
+            self.position = records[-1].id
+            self._views.advance(self.position)
+            return len(records)
+
+        return settle
+
+    def apply(self, page: Sequence[Record], decode: Decoded) -> int:
         """Apply the events of the page that this projector has not applied yet (one batch,
         one transaction); return how many it applied."""
-        notifications = [n for n in page if n.id > self.position]
-        if not notifications:
+        records = [r for r in page if r.id > self.position]
+        if not records:
             return 0
         try:
-            self._apply_or_isolate(notifications, decode)
+            self._apply_or_isolate(records, decode)
         except (IntegrityError, StalePosition):
             # Another projector (or a rebuild) got there first: go on from where it is.
             self.position = self._store.max_tracking_id(self.name) or 0
             self._views.advance(self.position)
             return 0
         self._views.advance(self.position)
-        return len(notifications)
+        return len(records)
 
-    def _apply_or_isolate(self, notifications: Sequence[Notification], decode: Decoded) -> None:
+    def _apply_or_isolate(self, records: Sequence[Record], decode: Decoded) -> None:
         """An event that cannot be projected is found by halving the batch, recorded and
         passed over, so one bad event never stops the read models; a database outage, or
         another projector moving on, is not such an event."""
         try:
-            self._apply(notifications, decode)
+            self._apply(records, decode)
         except (StalePosition, *TRANSIENT):
             raise
         except Exception as error:
             # A duplicate key is the batch's fault only if no one else has moved on.
             if isinstance(error, IntegrityError) and self._moved_on():
                 raise
-            if len(notifications) == 1:
-                self._record(notifications[0], error)
+            if len(records) == 1:
+                self._record_failure(records[0], error)
                 return
-            half = len(notifications) // 2
-            self._apply_or_isolate(notifications[:half], decode)
-            self._apply_or_isolate(notifications[half:], decode)
+            half = len(records) // 2
+            self._apply_or_isolate(records[:half], decode)
+            self._apply_or_isolate(records[half:], decode)
 
     def _moved_on(self) -> bool:
         return (self._store.max_tracking_id(self.name) or 0) != self.position
 
-    def _apply(self, notifications: Sequence[Notification], decode: Decoded) -> None:
-        last = notifications[-1].id
-        with self._store.write(Tracking(self.name, last), after=self.position) as cur:
-            rows = Rows(cur)
-            for notification in notifications:
-                handler = self._handler(notification.topic)
-                if handler is not None:
-                    handler(rows, decode(notification), notification.id)
+    def _apply(self, records: Sequence[Record], decode: Decoded) -> None:
+        transaction, rows = self._begin(records, decode)
+        with transaction:
             rows.flush()
-        self.position = last
+        self.position = records[-1].id
+
+    def _begin(self, records: Sequence[Record], decode: Decoded) -> tuple[ExitStack, Rows]:
+        """The batch's transaction, open, and the handlers' changes, in memory until
+        ``Rows.flush``; closing the transaction commits it (or, after an error, rolls it
+        back)."""
+        with ExitStack() as stack:
+            cur = stack.enter_context(
+                self._store.write(Tracking(self.name, records[-1].id), after=self.position)
+            )
+            rows = Rows(cur)
+            for record in records:
+                handler = self._handler(record.topic)
+                if handler is not None:
+                    handler(rows, decode(record), record.id)
+            return stack.pop_all(), rows
 
     def _handler(self, topic: str) -> Handler | None:
         """None for an event this projection has no use for: it is not even decoded."""
@@ -137,24 +190,24 @@ class Projector:
             self._handlers[topic] = None if handler is ignore else handler
             return self._handlers[topic]
 
-    def _record(self, notification: Notification, error: BaseException) -> None:
+    def _record_failure(self, record: Record, error: BaseException) -> None:
         log.error(
             "event %s (%s) cannot be projected by %s",
-            notification.id, notification.topic, self.name, exc_info=error,
+            record.id, record.topic, self.name, exc_info=error,
         )  # fmt: skip
-        with self._store.write(Tracking(self.name, notification.id), after=self.position) as cur:
+        with self._store.write(Tracking(self.name, record.id), after=self.position) as cur:
             cur.execute(
                 "INSERT INTO projection_failures (projection, position, topic, error,"
                 " failed_at) VALUES (?, ?, ?, ?, ?)",
                 (
                     self.name,
-                    notification.id,
-                    notification.topic,
+                    record.id,
+                    record.topic,
                     f"{type(error).__name__}: {error}"[:2000],
                     iso(datetime.now(UTC)),
                 ),
             )
-        self.position = notification.id
+        self.position = record.id
 
     def run(self, stop: threading.Event, leadership: Leadership) -> None:
         """While leading: catch up, then wait for news; until ``stop`` is set."""
@@ -182,22 +235,35 @@ def catch_up(
     read = EventReader(app.mapper)
     applied = dict.fromkeys((p.name for p in projectors), 0)
 
-    def page_after(position: int) -> Sequence[Notification]:
-        return app.recorder.select_notifications(
-            start=position, limit=batch, inclusive_of_start=False
-        )
+    def page_after(position: int) -> Sequence[Record]:
+        page: list[Record] = app.recorder.select_records(position, batch)  # type: ignore[attr-defined]
+        return page
 
-    with ThreadPoolExecutor(1, thread_name_prefix="orca-read-ahead") as reader:
-        page = page_after(min(p.position for p in projectors))
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="orca-read-ahead") as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="orca-write-behind") as writer,
+    ):
+        page, decoded = page_after(min(p.position for p in projectors)), Decoded(read)
+        following: Sequence[Record] | None = None
         while page:
-            # A full page means more is waiting: the database reads the next one meanwhile.
-            ahead = reader.submit(page_after, page[-1].id) if len(page) == batch else None
-            decoded = Decoded(read)
-            for projector in projectors:
-                applied[projector.name] += projector.apply(page, decoded)
+            if len(page) < batch:  # the last page
+                for projector in projectors:
+                    applied[projector.name] += projector.apply(page, decoded)
+                following = None
+            else:
+                # More is waiting: the database reads the next page while this one is
+                # applied, and takes in this one's writes while the next one is decoded.
+                ahead = reader.submit(page_after, page[-1].id)
+                settles = [(p.name, p.apply_behind(page, decoded, writer)) for p in projectors]
+                following, next_decoded = ahead.result(), Decoded(read)
+                next_decoded.ahead(following, projectors)
+                for name, settle in settles:
+                    applied[name] += settle()
             position = min(p.position for p in projectors)
             if on_batch is not None:
                 on_batch(position)
-            # A projector that found others had moved on starts from where they are.
-            page = ahead.result() if ahead and position == page[-1].id else page_after(position)
+            if following is not None and position == page[-1].id:
+                page, decoded = following, next_decoded
+            else:  # a projector that found others had moved on starts from where they are
+                page, decoded = page_after(position), Decoded(read)
     return applied

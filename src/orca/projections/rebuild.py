@@ -80,12 +80,15 @@ def _replay(
     def report(position: int) -> None:
         progress(position, max(head, position), time.monotonic() - started)
 
-    # What exists now (code, the application) is not garbage: the collections set off by the
-    # replay's many new objects need not look at it again and again.
+    # The replay makes many objects and no reference cycles: reference counting frees each
+    # batch's, and the collector, set off again and again by so many new objects, would only
+    # look through them (and, frozen now, through what exists already) in vain.
     gc.freeze()
+    gc.disable()
     try:
         applied = catch_up(projectors, on_batch=report)
     finally:
+        gc.enable()
         gc.unfreeze()
     report(min(p.position for p in projectors))
     return projectors, applied

@@ -116,10 +116,9 @@ class Rows:
         for table, keys in self._gone.items():
             cur.executemany(_delete_sql(table), [_key_params(table, key) for key in keys])
         for table, new in self._new.items():
-            by_columns: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
-            for row in new.values():
-                by_columns[tuple(row)].append(tuple(row.values()))
-            for columns, values in by_columns.items():
+            if not new:  # all of them deleted again
+                continue
+            for columns, values in _by_columns(list(new.values())).items():
                 cur.insert_many(table, columns, values)
         for table, changed in self._changed.items():
             rows = self._rows[table]
@@ -143,6 +142,22 @@ class Rows:
         self._changed.clear()
         self._gone.clear()
         self._bumped.clear()
+
+
+def _by_columns(rows: list[Row]) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
+    """The rows' values, grouped by their columns. A handler gives all the rows it inserts
+    the same columns: when the first row's columns are every row's, one ``itemgetter``
+    reads them all."""
+    columns = tuple(rows[0])
+    if len(columns) > 1 and all(len(row) == len(columns) for row in rows):
+        try:  # the same number of columns, and the first row's are all there: the same ones
+            return {columns: list(map(itemgetter(*columns), rows))}
+        except KeyError:
+            pass
+    grouped: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    for row in rows:
+        grouped[tuple(row)].append(tuple(row.values()))
+    return grouped
 
 
 @cache

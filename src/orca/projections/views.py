@@ -21,7 +21,9 @@ _SYSTEM_COLUMNS = ("name", "hostname", "port", "username", "description", "is_ac
 
 def iso(moment: datetime) -> str:
     """UTC ISO 8601 with a ``Z`` and fixed width, so that text order is time order."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:26] + "Z"
+    if moment.tzinfo is not UTC:  # events' moments are in UTC already
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")[:26] + "Z"
 
 
 # --- systems -------------------------------------------------------------------------------
