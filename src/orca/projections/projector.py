@@ -41,20 +41,22 @@ class Decoded:
         self._events: dict[int, Any] = {}
 
     def __call__(self, record: Record) -> Any:
-        event = self._events.get(record.id)
-        if event is None:
+        try:
+            return self._events[record.id]
+        except KeyError:
             event = self._events[record.id] = self._read(record)
-        return event
+            return event
 
     def ahead(self, page: Sequence[Record], projectors: Sequence[Projector]) -> None:
         """Decode now every event of the page that a projector will apply."""
         wanted: dict[str, bool] = {}
+        events, read = self._events, self._read
         for record in page:
             topic = record.topic
             if topic not in wanted:
                 wanted[topic] = any(p.handles(topic) for p in projectors)
             if wanted[topic]:
-                self(record)
+                events[record.id] = read(record)
 
 
 class Projector:
