@@ -34,7 +34,7 @@ from orca.projections.listener import PostgresListener
 from orca.projections.projector import Projector
 from orca.projections.queries import Queries
 from orca.projections.reports import REPORTS
-from orca.projections.store import VIEWS_CHANNEL, ReadStore, build_read_store
+from orca.projections.store import ACCOUNTS_CHANNEL, VIEWS_CHANNEL, ReadStore, build_read_store
 from orca.projections.views import READ_MODELS
 from orca.projections.workers import Workers
 
@@ -115,6 +115,8 @@ class Services:
     token_key: bytes
     events: Beacon
     views: Beacon
+    # Advances when users or sessions change in the read models (sessions checked are forgotten).
+    accounts: Beacon = field(default_factory=Beacon)
     reports_position: Beacon = field(default_factory=Beacon)
     _threads: list[threading.Thread] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -125,7 +127,9 @@ class Services:
         return max(0, head - (self.store.max_tracking_id(self.app.name) or 0))
 
     def start_projector(self) -> Projector:
-        projector = Projector(self.app, self.store, self.events, self.views, READ_MODELS)
+        projector = Projector(
+            self.app, self.store, self.events, self.views, READ_MODELS, accounts=self.accounts
+        )
         leadership = Leadership(self.settings.postgres, projector.name)
         self._spawn("projector", lambda stop: projector.run(stop, leadership))
         reports = Projector(self.app, self.store, self.events, self.reports_position, REPORTS)
@@ -139,7 +143,9 @@ class Services:
         if pg is None:
             return
         channel = self.app.recorder.channel_name  # type: ignore[attr-defined]
-        listener = PostgresListener(pg, {channel: self.events, VIEWS_CHANNEL: self.views})
+        listener = PostgresListener(
+            pg, {channel: self.events, VIEWS_CHANNEL: self.views, ACCOUNTS_CHANNEL: self.accounts}
+        )
         self._spawn("listener", listener.run)
 
     def executor(self, worker_id: str | None = None) -> Executor:

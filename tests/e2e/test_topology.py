@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from orca.application.sealing import new_master_key
@@ -262,4 +263,33 @@ def test_a_worker_runs_a_new_job_while_the_read_models_are_behind(
     finally:
         api.close()
         for p in (api_process, projector, worker):
+            p.stop()
+
+
+def test_a_session_ended_through_one_api_is_refused_by_the_other(
+    cluster_settings: Settings,
+) -> None:
+    """Each API process remembers the sessions it checked until users or sessions change;
+    the projector tells every API process when they do, so a logout holds everywhere."""
+    apis = [process(cluster_settings, "api", f"api-{n}") for n in (1, 2)]
+    projector = process(cluster_settings, "projector", "projector")
+    admin = apis[0].client()
+    try:
+        token = admin.post(
+            "/api/auth/token",
+            {"username": "admin", "password": cluster_settings.admin_password},
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def me(api: OrcaServer) -> int:
+            return httpx.get(f"{api.base_url}/api/auth/me", headers=headers).status_code
+
+        assert me(apis[1]) == 200  # api-2 has checked the session, and remembers it
+        logout = httpx.post(f"{apis[0].base_url}/api/auth/logout", headers=headers)
+        assert logout.status_code == 200, logout.text
+        wait(lambda: me(apis[1]) == 401, 10, "api-2 to refuse the ended session")
+        assert me(apis[0]) == 401
+    finally:
+        admin.close()
+        for p in (*apis, projector):
             p.stop()

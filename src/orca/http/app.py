@@ -360,7 +360,7 @@ def create_app(services: Services) -> Starlette:
     )
     app.state.services = services
     app.state.tokens = Tokens(services.token_key)
-    app.state.sessions = Sessions(services.queries, services.views)
+    app.state.sessions = Sessions(services.queries, services.accounts)
     app.state.answers = UntilViewsMove(services.views, ANSWERS_BYTES, _weight)
     app.state.counts = UntilViewsMove(services.views, 1)
     app.state.openapi = openapi_document(ENDPOINTS)

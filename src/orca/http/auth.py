@@ -155,11 +155,13 @@ def principal_of(claims: Claims, role: str | None = None) -> Principal:
 
 class Sessions:
     """Answers "is this session still good?" from the read models, remembering the answers
-    until the read models move on (then anything may have changed)."""
+    until users or sessions change there (``accounts`` advances): a busy API that creates
+    jobs moves the read models all the time, and would otherwise read each request's
+    session again."""
 
-    def __init__(self, queries: Queries, views: Beacon) -> None:
+    def __init__(self, queries: Queries, accounts: Beacon) -> None:
         self._queries = queries
-        self._known: UntilViewsMove[SessionState] = UntilViewsMove(views, _CACHE_LIMIT)
+        self._known: UntilViewsMove[SessionState] = UntilViewsMove(accounts, _CACHE_LIMIT)
 
     async def check(self, claims: Claims) -> SessionState:
         return await self._known.get(

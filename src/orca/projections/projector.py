@@ -20,7 +20,7 @@ from orca.projections.events import EventReader
 from orca.projections.leader import Leadership
 from orca.projections.rows import Handler, Projection, Rows, ignore
 from orca.projections.store import ReadStore, StalePosition
-from orca.projections.views import iso
+from orca.projections.views import ACCOUNT_TABLES, iso
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,13 @@ class Projector:
         views: Beacon,
         projection: Projection,
         batch: int = BATCH,
+        *,
+        accounts: Beacon | None = None,
     ) -> None:
         """The projection's name keys its position: a new name starts from the first event,
         so a new read model added to a running installation fills itself from history.
-        ``batch``: events per transaction at most."""
+        ``batch``: events per transaction at most. ``accounts`` advances after each batch
+        that changed users or sessions."""
         self.projection = projection
         self.batch = batch
         self.name = projection.name
@@ -80,6 +83,7 @@ class Projector:
         self._store = store
         self._events = events
         self._views = views
+        self._accounts = accounts
         self.position = store.max_tracking_id(self.name) or 0
         views.advance(self.position)
 
@@ -107,18 +111,14 @@ class Projector:
             applied = self.apply(page, decode)
             return lambda: applied
 
-        def write() -> None:
-            with transaction:
-                rows.flush()
-
-        written = writer.submit(write)
+        written = writer.submit(self._commit, transaction, rows)
 
         def settle() -> int:
             try:
                 written.result()
             except Exception:
                 return self.apply(page, decode)
-            self.position = records[-1].id
+            self._committed(records[-1].id, rows)
             self._views.advance(self.position)
             return len(records)
 
@@ -164,9 +164,22 @@ class Projector:
 
     def _apply(self, records: Sequence[Record], decode: Decoded) -> None:
         transaction, rows = self._begin(records, decode)
+        self._commit(transaction, rows)
+        self._committed(records[-1].id, rows)
+
+    def _committed(self, last: int, rows: Rows) -> None:
+        """The batch up to ``last`` is in the read models (before the views advance: whoever
+        waits for them finds a session ended by the batch ended)."""
+        self.position = last
+        if self._accounts is not None and not ACCOUNT_TABLES.isdisjoint(rows.written):
+            self._accounts.advance()
+
+    def _commit(self, transaction: ExitStack, rows: Rows) -> None:
+        """Write the batch's rows and commit it."""
         with transaction:
             rows.flush()
-        self.position = records[-1].id
+            if not ACCOUNT_TABLES.isdisjoint(rows.written):
+                self._store.tell_accounts_changed(rows.cursor)
 
     def _begin(self, records: Sequence[Record], decode: Decoded) -> tuple[ExitStack, Rows]:
         """The batch's transaction, open, and the handlers' changes, in memory until

@@ -25,6 +25,7 @@ from orca.projections.projector import Projector, catch_up
 from orca.projections.reports import REPORTS
 from orca.projections.rows import Projection
 from orca.projections.store import (
+    ACCOUNTS_CHANNEL,
     SWITCH_LOCK,
     TRACKING_TABLE,
     VIEWS_CHANNEL,
@@ -125,6 +126,7 @@ def _switch_postgres(dsn: PostgresDsn, projectors: Sequence[Projector]) -> dict[
         conn.execute(f"DROP SCHEMA {SHADOW_SCHEMA} CASCADE")
         if READ_MODELS.name in names:  # API processes elsewhere wait on the main views
             position = next(p.position for p in projectors if p.name == READ_MODELS.name)
+            conn.execute("SELECT pg_notify(%s, '')", (ACCOUNTS_CHANNEL,))
             conn.execute("SELECT pg_notify(%s, %s)", (VIEWS_CHANNEL, str(position)))
     return applied
 

@@ -48,6 +48,12 @@ class Rows:
         self._gone: dict[str, list[Key]] = defaultdict(list)
         self._counters: dict[str, float] | None = None  # all of them, once one is moved
         self._bumped: set[str] = set()
+        self.written: set[str] = set()  # the tables the batch wrote rows of
+
+    @property
+    def cursor(self) -> Cursor:
+        """The batch's cursor, for a statement of the store's own."""
+        return self._cur
 
     def get(self, table: str, key: Key) -> Row | None:
         """The row as the events so far leave it; None if there is none. Do not change it
@@ -112,6 +118,7 @@ class Rows:
 
     def flush(self) -> None:
         """Write what the batch changed so far."""
+        self.written.update(t for d in (self._new, self._changed, self._gone) for t in d if d[t])
         cur = self._cur
         for table, keys in self._gone.items():
             cur.executemany(_delete_sql(table), [_key_params(table, key) for key in keys])

@@ -22,6 +22,8 @@ from orca.projections.schema import INDEXES, REPORT_TABLES, TABLES
 
 Row = Any  # sqlite3.Row or a psycopg dict row: both are read by column name
 VIEWS_CHANNEL = "orca_views"
+# Told when a batch changed users or sessions: API processes forget the sessions they checked.
+ACCOUNTS_CHANNEL = "orca_accounts"
 TRACKING_TABLE = "orca_tracking"  # PostgreSQL's; SQLite's is the library's ``tracking``
 # A few rows go in one pipelined round trip of INSERTs; more, in a COPY (two round trips).
 COPY_FROM_ROWS = 20
@@ -56,6 +58,7 @@ class ReadStore(Protocol):
     def direct(self) -> AbstractContextManager[Cursor]: ...
     def active_connections(self) -> int: ...
     def read(self) -> AbstractContextManager[Cursor]: ...
+    def tell_accounts_changed(self, cursor: Cursor) -> None: ...
 
 
 class _Views:
@@ -78,6 +81,10 @@ class _Views:
 
     def _begin_batch(self, cursor: Any) -> None:
         """Called first in every batch transaction."""
+
+    def tell_accounts_changed(self, cursor: Cursor) -> None:
+        """In a batch that changed users or sessions: tell other processes when it commits
+        (SQLite has none)."""
 
     @contextmanager
     def write(self, tracking: Tracking, after: int | None = None) -> Iterator[Cursor]:
@@ -262,6 +269,10 @@ class PostgresReadStore(_Views, PostgresTrackingRecorder):
             prepare=True,
         )
         return cursor.fetchone()["notification_id"]  # type: ignore[no-any-return]
+
+    def tell_accounts_changed(self, cursor: Cursor) -> None:
+        if self._live:
+            cursor.execute("SELECT pg_notify(?, '')", (ACCOUNTS_CHANNEL,))
 
     def _track(self, cursor: Any, tracking: Tracking) -> None:
         self._insert_tracking(cursor, tracking)

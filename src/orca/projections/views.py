@@ -328,6 +328,9 @@ HANDLERS: dict[type[Any], Handler] = {
     NameIndex.Released: ignore,
 }
 
+# The tables a session check reads: a batch that writes them tells the API processes.
+ACCOUNT_TABLES = frozenset({"users", "sessions"})
+
 READ_MODELS = Projection(
     name="orca",
     handlers=HANDLERS,
