@@ -102,7 +102,7 @@ class Projector:
         call waits for them and returns how many events were applied; a batch that fails
         there was rolled back, and is applied again by ``apply``, which isolates a bad
         event and finds a projector that moved on."""
-        records = [r for r in page if r.id > self.position]
+        records = self._unapplied(page)
         if not records:
             return lambda: 0
         try:
@@ -127,7 +127,7 @@ class Projector:
     def apply(self, page: Sequence[Record], decode: Decoded) -> int:
         """Apply the events of the page that this projector has not applied yet (one batch,
         one transaction); return how many it applied."""
-        records = [r for r in page if r.id > self.position]
+        records = self._unapplied(page)
         if not records:
             return 0
         try:
@@ -139,6 +139,12 @@ class Projector:
             return 0
         self._views.advance(self.position)
         return len(records)
+
+    def _unapplied(self, page: Sequence[Record]) -> Sequence[Record]:
+        """The events of the page after this projector's position (usually all of them)."""
+        if page and page[0].id > self.position:
+            return page
+        return [r for r in page if r.id > self.position]
 
     def _apply_or_isolate(self, records: Sequence[Record], decode: Decoded) -> None:
         """An event that cannot be projected is found by halving the batch, recorded and
@@ -256,7 +262,9 @@ def catch_up(
 
     with (
         ThreadPoolExecutor(1, thread_name_prefix="orca-read-ahead") as reader,
-        ThreadPoolExecutor(1, thread_name_prefix="orca-write-behind") as writer,
+        # One thread a projector: their transactions are independent, and the database
+        # takes them in side by side.
+        ThreadPoolExecutor(len(projectors), thread_name_prefix="orca-write-behind") as writer,
     ):
         page, decoded = page_after(min(p.position for p in projectors)), Decoded(read)
         following: Sequence[Record] | None = None

@@ -59,8 +59,10 @@ class Rows:
         """The row as the events so far leave it; None if there is none. Do not change it
         directly: ``update`` does, and records what to write."""
         rows = self._rows[table]
-        if key in rows:
+        try:
             return rows[key]
+        except KeyError:
+            pass
         self._cur.execute(_select_sql(table), _key_params(table, key))
         found = self._cur.fetchone()
         row = rows[key] = None if found is None else dict(found)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import zlib
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from typing import Any, Protocol
@@ -218,9 +219,14 @@ class PostgresReadStore(_Views, PostgresTrackingRecorder):
         self._live = live
 
     def create_indexes(self) -> None:
-        with self.datastore.transaction(commit=True) as cursor:
-            for statement in INDEXES:
+        """Two at a time, on two connections: the database builds each on one core."""
+
+        def create(statement: str) -> None:
+            with self.datastore.transaction(commit=True) as cursor:
                 cursor.execute(statement)
+
+        with ThreadPoolExecutor(2, thread_name_prefix="orca-index") as builders:
+            list(builders.map(create, INDEXES))
 
     def _cursor(self, *, commit: bool) -> AbstractContextManager[Any]:
         return self.datastore.transaction(commit=commit)
