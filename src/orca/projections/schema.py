@@ -131,14 +131,15 @@ TABLES = (
 
 # Secondary indexes of the projected tables, for the queries. A rebuild builds them after
 # filling its tables: in one go that is several times cheaper than row by row.
+# The biggest first: a rebuild builds them two at a time.
 INDEXES = (
-    "CREATE INDEX IF NOT EXISTS systems_seq ON systems (seq)",
-    "CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq)",
+    "CREATE INDEX IF NOT EXISTS executions_job ON executions (job_id, seq)",
+    "CREATE INDEX IF NOT EXISTS executions_system ON executions (system_id)",
+    "CREATE INDEX IF NOT EXISTS executions_queue ON executions (status, scheduled_at)",
     "CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs (status, seq)",
     "CREATE INDEX IF NOT EXISTS jobs_created_by_seq ON jobs (created_by, seq)",
-    "CREATE INDEX IF NOT EXISTS executions_job ON executions (job_id, seq)",
-    "CREATE INDEX IF NOT EXISTS executions_queue ON executions (status, scheduled_at)",
-    "CREATE INDEX IF NOT EXISTS executions_system ON executions (system_id)",
+    "CREATE INDEX IF NOT EXISTS jobs_seq ON jobs (seq)",
+    "CREATE INDEX IF NOT EXISTS systems_seq ON systems (seq)",
 )
 
 # The reporting read model (projections/reports.py), with a position of its own.
