@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from itertools import groupby
 from typing import TypeVar
 from uuid import UUID
@@ -56,14 +56,20 @@ class OrcaApplication(Application[UUID]):
         return aggregate
 
     def get_many(self, cls: type[A], aggregate_ids: Collection[UUID]) -> dict[UUID, A]:
-        """The aggregates of these ids, read with one query; those not found are left out."""
+        """The aggregates of these ids, read with one query; those not found (or of another
+        type) are left out."""
+        return only(cls, self.get_all(aggregate_ids))
+
+    def get_all(self, aggregate_ids: Collection[UUID]) -> dict[UUID, Aggregate]:
+        """The aggregates of these ids, of whatever types, read with one query; those not
+        found are left out."""
         if not aggregate_ids:
             return {}
-        found: dict[UUID, A] = {}
+        found: dict[UUID, Aggregate] = {}
         stored = self.recorder.select_events_of(aggregate_ids)  # type: ignore[attr-defined]
         for aggregate_id, events in groupby(stored, key=lambda e: e.originator_id):
             aggregate = project_aggregate(None, map(self.mapper.to_domain_event, events))
-            if isinstance(aggregate, cls):
+            if aggregate is not None:
                 found[aggregate_id] = aggregate
         return found
 
@@ -87,3 +93,8 @@ class OrcaApplication(Application[UUID]):
             raise Conflict(conflict) from None
         self._on_saved(position)
         return position
+
+
+def only(cls: type[A], aggregates: Mapping[UUID, Aggregate]) -> dict[UUID, A]:
+    """Those of the aggregates that are of this type."""
+    return {i: a for i, a in aggregates.items() if isinstance(a, cls)}

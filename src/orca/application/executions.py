@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from orca.application.app import OrcaApplication
+from orca.application.app import OrcaApplication, only
 from orca.application.sealing import Vault
 from orca.application.systems import Credentials, open_credentials
 from orca.domain.errors import Conflict, NotFound
@@ -101,7 +101,7 @@ def start_executions(
 ) -> list[Work]:
     """Claim those of these executions that are pending for this worker, with one save.
 
-    A job on 100 systems is claimed with four reads (its executions, its job, its systems and
+    A job on 100 systems is claimed with three reads (its executions; its job and its systems;
     their data keys) and one save, not with a hundred of each. If another worker claimed one
     of them first, the save conflicts: each is then claimed on its own, so that this worker
     still gets those the other did not take. The caller gives the executions it is not
@@ -153,8 +153,8 @@ def _claim(
     """Start these pending executions for this worker, with one save. One whose job is
     scheduled later is left as it is; one whose system was deleted as its job was created
     (its credentials are destroyed) is cancelled instead."""
-    jobs = app.get_many(Job, {e.job_id for e in pending})
-    systems = app.get_many(System, {e.system_id for e in pending})
+    found = app.get_all({e.job_id for e in pending} | {e.system_id for e in pending})
+    jobs, systems = only(Job, found), only(System, found)
     now = datetime.now(UTC)
     runnable = []
     for execution in pending:
@@ -186,10 +186,9 @@ def _works(
     jobs: Mapping[UUID, Job] | None = None,
     systems: Mapping[UUID, System] | None = None,
 ) -> list[Work]:
-    if jobs is None:
-        jobs = app.get_many(Job, {e.job_id for e in executions})
-    if systems is None:
-        systems = app.get_many(System, {e.system_id for e in executions})
+    if jobs is None or systems is None:
+        found = app.get_all({e.job_id for e in executions} | {e.system_id for e in executions})
+        jobs, systems = only(Job, found), only(System, found)
     credentials = open_credentials(vault, (systems[e.system_id] for e in executions))
     return [
         Work(
