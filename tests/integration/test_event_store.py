@@ -16,7 +16,7 @@ from orca.application.executions import (
     start_execution,
     start_executions,
 )
-from orca.application.jobs import CreateJob, create_job
+from orca.application.jobs import CreateJob, cancel_job, create_job
 from orca.application.systems import (
     Credentials,
     RegisterSystem,
@@ -202,15 +202,43 @@ def test_ends_saved_together_are_all_stored_or_none(services: Services) -> None:
     assert (work.command, work.connection.credentials.password) == ("whoami", CANARY)
     before = services.app.recorder.max_notification_id()
     done = Outcome(status="completed", exit_code=0)
-    with pytest.raises(Conflict):  # the second one never started
-        finish_executions(services.app, {first: done, second: done})
+    never_started = services.app.repository.get(second)
+    with pytest.raises(Conflict):
+        finish_executions(
+            services.app, {first: (work.execution, done), second: (never_started, done)}
+        )
     assert services.app.recorder.max_notification_id() == before
 
-    start_executions(services.app, services.vault, [second], worker_id="w")
-    settle(services, finish_executions(services.app, {first: done, second: done}))
+    (other,) = start_executions(services.app, services.vault, [second], worker_id="w")
+    claimed = services.app.repository.get(first)  # the failed save changed the one in ``work``
+    settle(
+        services,
+        finish_executions(services.app, {first: (claimed, done), second: (other.execution, done)}),
+    )
     view = services.queries.get_job(str(job.id))
     assert view is not None and view.status == "completed"
     assert finish_execution(services.app, first, done) is None  # ended already: nothing saved
+
+
+def test_an_end_saved_on_the_claimed_execution_conflicts_with_a_cancel_request(
+    services: Services,
+) -> None:
+    """Ends are saved on the executions as claimed, without reading them again: a cancel
+    requested meanwhile makes that save conflict, and the end is saved on the new state."""
+    system = register(services)
+    job = new_job(services, system.id)
+    (work,) = start_executions(
+        services.app, services.vault, services.app.repository.get(job.id).execution_ids,
+        worker_id="w",
+    )  # fmt: skip
+    cancel_job(services.app, job.id, by="admin")
+    before = services.app.recorder.max_notification_id()
+    stopped = Outcome(status="cancelled", error_message="cancelled while running")
+    with pytest.raises(Conflict):
+        finish_executions(services.app, {work.execution_id: (work.execution, stopped)})
+    assert services.app.recorder.max_notification_id() == before
+    settle(services, finish_execution(services.app, work.execution_id, stopped))
+    assert services.app.repository.get(work.execution_id).status == "cancelled"
 
 
 def test_saves_made_at_once_by_different_users_each_record_their_own_actor(
@@ -276,8 +304,11 @@ def test_a_restarted_projector_applies_nothing_twice(services: Services) -> None
     system = register(services)
     job = new_job(services, system.id)
     (execution_id,) = services.app.repository.get(job.id).execution_ids
-    start_execution(services.app, services.vault, execution_id, worker_id="w")
-    settle(services, finish_executions(services.app, {execution_id: Outcome(status="completed")}))
+    (work,) = start_executions(services.app, services.vault, [execution_id], worker_id="w")
+    settle(
+        services,
+        finish_executions(services.app, {execution_id: (work.execution, Outcome("completed"))}),
+    )
     services.close()
 
     again = build(services.settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -45,6 +45,8 @@ class Work:
     command: str
     timeout_seconds: int
     connection: Connection
+    # As claimed: its end is recorded on it without reading it again (``finish_executions``).
+    execution: Execution = field(repr=False, compare=False)
 
 
 def _connection(system: System, credentials: Credentials) -> Connection:
@@ -197,20 +199,20 @@ def _works(
             command=jobs[e.job_id].command,
             timeout_seconds=jobs[e.job_id].timeout_seconds,
             connection=_connection(systems[e.system_id], credentials[e.system_id]),
+            execution=e,
         )
         for e in executions
     ]
 
 
-def finish_executions(app: OrcaApplication, outcomes: Mapping[UUID, Outcome]) -> int:
+def finish_executions(app: OrcaApplication, ends: Mapping[UUID, tuple[Execution, Outcome]]) -> int:
     """Record the ends of these running executions with one save (what came back from a
-    job's hosts at about the same time). A ``Conflict`` if any of them is not running, or
-    changed as this was saved: nothing is stored then."""
-    executions = app.get_many(Execution, outcomes)
-    missing = outcomes.keys() - executions.keys()
-    if missing:
-        raise NotFound(f"execution {min(missing)} not found")
-    return _finish(app, executions, outcomes)
+    job's hosts at about the same time), each on the execution as the worker claimed it, not
+    read again. A ``Conflict`` if any of them changed since (a cancel request) or is no
+    longer running: nothing is stored then, and ``finish_execution`` records each on its
+    current state."""
+    executions = {i: execution for i, (execution, _) in ends.items()}
+    return _finish(app, executions, {i: outcome for i, (_, outcome) in ends.items()})
 
 
 def finish_execution(app: OrcaApplication, execution_id: UUID, outcome: Outcome) -> int | None:

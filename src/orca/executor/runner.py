@@ -28,6 +28,7 @@ from orca.application.executions import (
     start_executions,
 )
 from orca.application.sealing import Vault
+from orca.domain.job import Execution
 from orca.executor.probe import test_connection
 from orca.executor.remote import Remote
 from orca.projections.beacon import Beacon
@@ -81,7 +82,7 @@ class Executor:
         self._cancelling: set[str] = set()  # cancelled on request, until their task ends
         self._unsure: set[str] = set()  # claims whose outcome the database did not tell
         # Ends of executions waiting for the next save, and the task that saves them.
-        self._ends: dict[UUID, tuple[Outcome, asyncio.Future[bool]]] = {}
+        self._ends: dict[UUID, tuple[Execution, Outcome, asyncio.Future[bool]]] = {}
         self._saving_ends: asyncio.Task[None] | None = None
 
     @property
@@ -353,7 +354,7 @@ class Executor:
         job's hosts tend to answer at once). Should that save fail, each end is saved on its
         own: finishing must not be lost to a passing database error, so retry with backoff."""
         saved = asyncio.get_running_loop().create_future()
-        self._ends[work.execution_id] = (outcome, saved)
+        self._ends[work.execution_id] = (work.execution, outcome, saved)
         if self._saving_ends is None or self._saving_ends.done():
             self._saving_ends = asyncio.create_task(self._save_ends(), name="saving ends")
         if await saved:
@@ -382,14 +383,16 @@ class Executor:
             ends, self._ends = self._ends, {}
             try:
                 await asyncio.to_thread(
-                    finish_executions, self._app, {i: outcome for i, (outcome, _) in ends.items()}
+                    finish_executions,
+                    self._app,
+                    {i: (execution, outcome) for i, (execution, outcome, _) in ends.items()},
                 )
             except Exception:
                 log.debug("saving %d ends together failed; saving each alone", len(ends))
                 saved = False
             else:
                 saved = True
-            for _, future in ends.values():
+            for _, _, future in ends.values():
                 future.set_result(saved)
 
     async def _stop_running(self) -> None:
