@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 IDLE_RECHECK_SECONDS = 1.0
 FINISH_RETRY_DELAYS = (0.2, 1.0, 3.0, 10.0, 30.0)
+# An end waits this long at most for the ends of its job's other executions running here:
+# a job's hosts tend to answer together, and one save of all their ends is done sooner
+# than a save of the first ones and another of the rest.
+ENDS_LINGER_SECONDS = 0.005
 STOPPED_MESSAGE = "Orca stopped while the command was running; the command was killed"
 CANCELLED_MESSAGE = "cancelled while running; the command was killed"
 
@@ -83,7 +87,9 @@ class Executor:
         self._unsure: set[str] = set()  # claims whose outcome the database did not tell
         # Ends of executions waiting for the next save, and the task that saves them.
         self._ends: dict[UUID, tuple[Execution, Outcome, asyncio.Future[bool]]] = {}
+        self._end_arrived = asyncio.Event()
         self._saving_ends: asyncio.Task[None] | None = None
+        self._job_of: dict[UUID, UUID] = {}  # the job of each execution running here
 
     @property
     def running(self) -> int:
@@ -278,12 +284,14 @@ class Executor:
         key = str(work.execution_id)
         task = asyncio.create_task(self._execute(work), name=f"execution {key}")
         self._running[key] = task
+        self._job_of[work.execution_id] = work.job_id
         task.add_done_callback(self._forget)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         for key, running in list(self._running.items()):
             if running is task:
                 del self._running[key]
+                del self._job_of[UUID(key)]
                 self._cancelling.discard(key)
 
     async def _sleep(
@@ -355,6 +363,7 @@ class Executor:
         own: finishing must not be lost to a passing database error, so retry with backoff."""
         saved = asyncio.get_running_loop().create_future()
         self._ends[work.execution_id] = (work.execution, outcome, saved)
+        self._end_arrived.set()
         if self._saving_ends is None or self._saving_ends.done():
             self._saving_ends = asyncio.create_task(self._save_ends(), name="saving ends")
         if await saved:
@@ -380,6 +389,7 @@ class Executor:
 
     async def _save_ends(self) -> None:
         while self._ends:
+            await self._linger()
             ends, self._ends = self._ends, {}
             try:
                 await asyncio.to_thread(
@@ -394,6 +404,19 @@ class Executor:
                 saved = True
             for _, _, future in ends.values():
                 future.set_result(saved)
+
+    async def _linger(self) -> None:
+        """Wait, up to ``ENDS_LINGER_SECONDS``, until the other executions running here of
+        the jobs whose ends wait have ended too."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ENDS_LINGER_SECONDS
+        jobs = {self._job_of.get(e) for e in self._ends}
+        while (left := deadline - loop.time()) > 0 and any(
+            job in jobs and e not in self._ends for e, job in self._job_of.items()
+        ):
+            self._end_arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._end_arrived.wait(), timeout=left)
 
     async def _stop_running(self) -> None:
         tasks = list(self._running.values())
