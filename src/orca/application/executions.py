@@ -155,8 +155,7 @@ def _claim(
     """Start these pending executions for this worker, with one save. One whose job is
     scheduled later is left as it is; one whose system was deleted as its job was created
     (its credentials are destroyed) is cancelled instead."""
-    found = app.get_all({e.job_id for e in pending} | {e.system_id for e in pending})
-    jobs, systems = only(Job, found), only(System, found)
+    jobs, systems = _jobs_and_systems(app, pending)
     now = datetime.now(UTC)
     runnable = []
     for execution in pending:
@@ -171,6 +170,14 @@ def _claim(
             runnable.append(execution)
     app.commit(pending, conflict="an execution was claimed by another worker")
     return _works(app, vault, runnable, jobs, systems)
+
+
+def _jobs_and_systems(
+    app: OrcaApplication, executions: Sequence[Execution]
+) -> tuple[dict[UUID, Job], dict[UUID, System]]:
+    """The executions' jobs and systems, read with one query."""
+    found = app.get_all({e.job_id for e in executions} | {e.system_id for e in executions})
+    return only(Job, found), only(System, found)
 
 
 def _lease_until(now: datetime, job: Job) -> datetime:
@@ -189,8 +196,7 @@ def _works(
     systems: Mapping[UUID, System] | None = None,
 ) -> list[Work]:
     if jobs is None or systems is None:
-        found = app.get_all({e.job_id for e in executions} | {e.system_id for e in executions})
-        jobs, systems = only(Job, found), only(System, found)
+        jobs, systems = _jobs_and_systems(app, executions)
     credentials = open_credentials(vault, (systems[e.system_id] for e in executions))
     return [
         Work(

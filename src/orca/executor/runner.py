@@ -410,7 +410,7 @@ class Executor:
         the jobs whose ends wait have ended too."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ENDS_LINGER_SECONDS
-        jobs = {self._job_of.get(e) for e in self._ends}
+        jobs = {execution.job_id for execution, _, _ in self._ends.values()}
         while (left := deadline - loop.time()) > 0 and any(
             job in jobs and e not in self._ends for e, job in self._job_of.items()
         ):

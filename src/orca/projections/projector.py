@@ -177,14 +177,14 @@ class Projector:
         """The batch up to ``last`` is in the read models (before the views advance: whoever
         waits for them finds a session ended by the batch ended)."""
         self.position = last
-        if self._accounts is not None and not ACCOUNT_TABLES.isdisjoint(rows.written):
+        if self._accounts is not None and _changes_accounts(rows):
             self._accounts.advance()
 
     def _commit(self, transaction: ExitStack, rows: Rows) -> None:
         """Write the batch's rows and commit it."""
         with transaction:
             rows.flush()
-            if not ACCOUNT_TABLES.isdisjoint(rows.written):
+            if _changes_accounts(rows):
                 self._store.tell_accounts_changed(rows.cursor)
 
     def _begin(self, records: Sequence[Record], decode: Decoded) -> tuple[ExitStack, Rows]:
@@ -290,3 +290,8 @@ def catch_up(
             else:  # a projector that found others had moved on starts from where they are
                 page, decoded = page_after(position), Decoded(read)
     return applied
+
+
+def _changes_accounts(rows: Rows) -> bool:
+    """Whether the batch wrote what a session check reads."""
+    return not ACCOUNT_TABLES.isdisjoint(rows.written)

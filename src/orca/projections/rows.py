@@ -59,10 +59,8 @@ class Rows:
         """The row as the events so far leave it; None if there is none. Do not change it
         directly: ``update`` does, and records what to write."""
         rows = self._rows[table]
-        try:
+        if key in rows:
             return rows[key]
-        except KeyError:
-            pass
         self._cur.execute(_select_sql(table), _key_params(table, key))
         found = self._cur.fetchone()
         row = rows[key] = None if found is None else dict(found)
@@ -70,7 +68,7 @@ class Rows:
 
     def insert(self, table: str, row: Row) -> None:
         """A new row, with a value for every column handlers read."""
-        key = row["id"] if table not in KEYS else _key_of(table)(row)
+        key = _key_of(table)(row)
         rows = self._rows[table]
         if rows.get(key) is not None:  # as the database would refuse it
             raise KeyError(f"{table} already has a row {key}")
