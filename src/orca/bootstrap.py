@@ -157,7 +157,6 @@ class Services:
             workers=self.workers,
             remote=self.remote,
             events=self.events,
-            views=self.views,
             settings=ExecutorSettings(
                 worker_id=worker_id
                 or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
@@ -10,9 +11,11 @@ from eventsourcing.persistence import StoredEvent
 
 from orca.application.audit import acting, history
 from orca.application.executions import (
+    News,
     Outcome,
     finish_execution,
     finish_executions,
+    read_news,
     start_execution,
     start_executions,
 )
@@ -165,8 +168,8 @@ def test_workers_racing_for_a_whole_job_claim_each_execution_once(services: Serv
     claimed: list[UUID] = []
 
     def claim(worker: str) -> None:
-        works = start_executions(services.app, services.vault, execution_ids, worker_id=worker)
-        claimed.extend(w.execution_id for w in works)
+        claims = start_executions(services.app, services.vault, execution_ids, worker_id=worker)
+        claimed.extend(w.execution_id for w in claims.works)
 
     threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(4)]
     for t in threads:
@@ -174,6 +177,44 @@ def test_workers_racing_for_a_whole_job_claim_each_execution_once(services: Serv
     for t in threads:
         t.join()
     assert sorted(claimed) == sorted(execution_ids)
+
+
+def test_workers_learn_of_new_executions_and_cancel_requests_from_the_log(
+    services: Services,
+) -> None:
+    """What a worker reacts to, read from the log itself, not from a projection."""
+    a, b = register(services, "a"), register(services, "b")
+    before = services.app.recorder.max_notification_id() or 0
+    job = new_job(services, a.id, b.id)
+    execution_ids = services.app.repository.get(job.id).execution_ids
+    news = read_news(services.app, before)
+    assert (sorted(news.created), news.cancel_requests) == (sorted(execution_ids), [])
+    assert news.position == services.app.recorder.max_notification_id()
+
+    (running,) = start_executions(
+        services.app, services.vault, execution_ids[:1], worker_id="w"
+    ).works
+    cancel_job(services.app, job.id, by="admin")  # the other, still pending, is cancelled
+    news = read_news(services.app, news.position)
+    assert (news.created, news.cancel_requests) == ([], [running.execution_id])
+    assert read_news(services.app, news.position) == News([], [], news.position)
+
+
+def test_a_claim_leaves_a_job_scheduled_later_pending_and_tells_when_it_is_due(
+    services: Services,
+) -> None:
+    system = register(services)
+    when = datetime.now(UTC) + timedelta(hours=1)
+    saved = create_job(
+        services.app,
+        CreateJob(name="later", command="whoami", system_ids=[system.id], schedule_at=when),
+        by="admin",
+    )
+    (execution_id,) = services.app.repository.get(saved.id).execution_ids
+    claims = start_executions(services.app, services.vault, [execution_id], worker_id="w")
+    assert claims.works == []
+    assert claims.later == {execution_id: when}
+    assert services.app.repository.get(execution_id).status == "pending"
 
 
 def test_an_execution_whose_system_was_deleted_unseen_is_cancelled_not_run(
@@ -185,8 +226,8 @@ def test_an_execution_whose_system_was_deleted_unseen_is_cancelled_not_run(
     job = new_job(services, gone.id, kept.id)
     lost, run = services.app.repository.get(job.id).execution_ids
     delete_system(services.app, services.vault, gone.id, [], by="admin")
-    works = start_executions(services.app, services.vault, [lost, run], worker_id="w")
-    assert [w.execution_id for w in works] == [run]
+    claims = start_executions(services.app, services.vault, [lost, run], worker_id="w")
+    assert [w.execution_id for w in claims.works] == [run]
     settle(services, services.app.recorder.max_notification_id())
     view = services.queries.get_job(str(job.id))
     assert view is not None
@@ -198,7 +239,7 @@ def test_ends_saved_together_are_all_stored_or_none(services: Services) -> None:
     a, b = register(services, "a"), register(services, "b")
     job = new_job(services, a.id, b.id)
     first, second = services.app.repository.get(job.id).execution_ids
-    (work,) = start_executions(services.app, services.vault, [first], worker_id="w")
+    (work,) = start_executions(services.app, services.vault, [first], worker_id="w").works
     assert (work.command, work.connection.credentials.password) == ("whoami", CANARY)
     before = services.app.recorder.max_notification_id()
     done = Outcome(status="completed", exit_code=0)
@@ -209,7 +250,7 @@ def test_ends_saved_together_are_all_stored_or_none(services: Services) -> None:
         )
     assert services.app.recorder.max_notification_id() == before
 
-    (other,) = start_executions(services.app, services.vault, [second], worker_id="w")
+    (other,) = start_executions(services.app, services.vault, [second], worker_id="w").works
     claimed = services.app.repository.get(first)  # the failed save changed the one in ``work``
     settle(
         services,
@@ -230,7 +271,7 @@ def test_an_end_saved_on_the_claimed_execution_conflicts_with_a_cancel_request(
     (work,) = start_executions(
         services.app, services.vault, services.app.repository.get(job.id).execution_ids,
         worker_id="w",
-    )  # fmt: skip
+    ).works  # fmt: skip
     cancel_job(services.app, job.id, by="admin")
     before = services.app.recorder.max_notification_id()
     stopped = Outcome(status="cancelled", error_message="cancelled while running")
@@ -304,7 +345,7 @@ def test_a_restarted_projector_applies_nothing_twice(services: Services) -> None
     system = register(services)
     job = new_job(services, system.id)
     (execution_id,) = services.app.repository.get(job.id).execution_ids
-    (work,) = start_executions(services.app, services.vault, [execution_id], worker_id="w")
+    (work,) = start_executions(services.app, services.vault, [execution_id], worker_id="w").works
     settle(
         services,
         finish_executions(services.app, {execution_id: (work.execution, Outcome("completed"))}),

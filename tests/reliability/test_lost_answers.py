@@ -79,7 +79,7 @@ def test_a_claim_retried_after_it_landed_is_the_worker_s_own(
     flaky = the_same_store_as(services, RetriedAfterLanding)
     try:
         if together:
-            works = start_executions(flaky, services.vault, [execution_id], worker_id="w1")
+            works = start_executions(flaky, services.vault, [execution_id], worker_id="w1").works
             work = works[0] if works else None
         else:
             work = start_execution(flaky, services.vault, execution_id, worker_id="w1")

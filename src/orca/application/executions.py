@@ -82,26 +82,48 @@ class Outcome:
     error_message: str | None = None
 
 
-def new_executions(app: OrcaApplication, after: int) -> tuple[list[UUID], int]:
-    """The executions created in the log after position ``after``, and the position read to.
+@dataclass(frozen=True, slots=True)
+class News:
+    """What a worker learns from the newest events of the log, before any projection shows
+    them (a projector's commit comes a few milliseconds later)."""
 
-    Workers learn of new executions here, as soon as their job is saved: a projector's
-    commit (the read models' ``due_executions``) comes a few milliseconds later.
+    created: list[UUID]  # new executions
+    cancel_requests: list[UUID]  # running executions someone asked to cancel
+    position: int  # the log's position read up to
+
+
+def read_news(app: OrcaApplication, after: int) -> News:
+    """The executions created and the cancels requested in the log after position ``after``.
+
+    The library writes the log one transaction at a time (it locks the table), so nothing
+    lands later below a position already read: a request seen here is never missed.
     """
-    created = []
+    created: list[UUID] = []
+    cancels: list[UUID] = []
     while True:
         page = app.recorder.select_originators(after, NEW_EVENTS_PAGE)  # type: ignore[attr-defined]
-        created += [originator for _, originator, topic in page if topic == Execution.Created.TOPIC]
+        for _, originator, topic in page:
+            if topic == Execution.Created.TOPIC:
+                created.append(originator)
+            elif topic == Execution.CancelRequested.TOPIC:
+                cancels.append(originator)
         if page:
             after = page[-1][0]
         if len(page) < NEW_EVENTS_PAGE:
-            return created, after
+            return News(created, cancels, after)
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    works: list[Work]  # the executions this worker claimed, to run now
+    later: dict[UUID, datetime]  # those left pending for their schedule, and when it is
 
 
 def start_executions(
     app: OrcaApplication, vault: Vault, execution_ids: Collection[UUID], *, worker_id: str
-) -> list[Work]:
-    """Claim those of these executions that are pending for this worker, with one save.
+) -> Claims:
+    """Claim those of these executions that are pending and due for this worker, with one
+    save; tell when those scheduled later are due.
 
     A job on 100 systems is claimed with three reads (its executions; its job and its systems;
     their data keys) and one save, not with a hundred of each. If another worker claimed one
@@ -110,15 +132,18 @@ def start_executions(
     running: any of them found claimed by this worker was claimed by this very call.
     """
     pending = [e for e in app.get_many(Execution, execution_ids).values() if e.status == "pending"]
+    jobs, systems = _jobs_and_systems(app, pending)
+    now = datetime.now(UTC)
+    later = {e.id: at for e in pending if (at := _later(jobs[e.job_id], now)) is not None}
     try:
-        return _claim(app, vault, pending, worker_id)
+        return Claims(_claim(app, vault, pending, worker_id, jobs, systems), later)
     except Conflict:
         # Nothing of this save is stored, unless the library's retry of it (its answer was
         # lost) conflicted with itself: then every claim is this worker's own.
         claimed = (
             start_execution(app, vault, e.id, worker_id=worker_id, unsure=True) for e in pending
         )
-        return [work for work in claimed if work is not None]
+        return Claims([work for work in claimed if work is not None], later)
 
 
 def start_execution(
@@ -150,18 +175,23 @@ def start_execution(
 
 
 def _claim(
-    app: OrcaApplication, vault: Vault, pending: Sequence[Execution], worker_id: str
+    app: OrcaApplication,
+    vault: Vault,
+    pending: Sequence[Execution],
+    worker_id: str,
+    jobs: Mapping[UUID, Job] | None = None,
+    systems: Mapping[UUID, System] | None = None,
 ) -> list[Work]:
     """Start these pending executions for this worker, with one save. One whose job is
     scheduled later is left as it is; one whose system was deleted as its job was created
     (its credentials are destroyed) is cancelled instead."""
-    jobs, systems = _jobs_and_systems(app, pending)
+    if jobs is None or systems is None:
+        jobs, systems = _jobs_and_systems(app, pending)
     now = datetime.now(UTC)
     runnable = []
     for execution in pending:
         system = systems.get(execution.system_id)
-        schedule_at = jobs[execution.job_id].schedule_at
-        if schedule_at is not None and schedule_at > now:
+        if _later(jobs[execution.job_id], now) is not None:
             continue
         if system is None or system.is_deleted:
             execution.cancel(reason="its system was deleted")
@@ -178,6 +208,11 @@ def _jobs_and_systems(
     """The executions' jobs and systems, read with one query."""
     found = app.get_all({e.job_id for e in executions} | {e.system_id for e in executions})
     return only(Job, found), only(System, found)
+
+
+def _later(job: Job, now: datetime) -> datetime | None:
+    """When the job is scheduled, if that is after ``now``."""
+    return job.schedule_at if job.schedule_at is not None and job.schedule_at > now else None
 
 
 def _lease_until(now: datetime, job: Job) -> datetime:

@@ -9,7 +9,8 @@ asks once per aggregate: the executor claims the executions of a 100-system job 
 read, not a hundred.
 
 ``select_originators`` reads which aggregates the newest events are of, without their state:
-workers learn of new executions from the log itself, before any projection shows them.
+workers learn of new executions and cancel requests from the log itself, before any projection
+shows them.
 
 ``select_records`` is what projections read the log with: plain tuples, the originator's id
 as its canonical text (what the read models keep), formatted by the database. Making a

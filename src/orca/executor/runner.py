@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -18,12 +18,13 @@ from orca.application.app import OrcaApplication
 from orca.application.audit import acting
 from orca.application.executions import (
     LOST_MESSAGE,
+    News,
     Outcome,
     Work,
     abandon_execution,
     finish_execution,
     finish_executions,
-    new_executions,
+    read_news,
     start_execution,
     start_executions,
 )
@@ -68,7 +69,6 @@ class Executor:
         workers: Workers,
         remote: Remote,
         events: Beacon,
-        views: Beacon,
         settings: ExecutorSettings,
     ) -> None:
         self._app = app
@@ -76,8 +76,10 @@ class Executor:
         self._queries = queries
         self._workers = workers
         self._events = events
-        self._views = views
-        self._seen: int | None = None  # the log's position up to which new executions were read
+        self._seen: int | None = None  # the log's position up to which its news were read
+        # Executions learned of from the log and left pending for their schedule: (when, id).
+        # A heap: they are claimed when due, whether or not a projection shows them yet.
+        self._scheduled: list[tuple[datetime, str]] = []
         self._settings = settings
         self._remote = remote
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -101,49 +103,46 @@ class Executor:
 
     async def _run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        news, wake = asyncio.Event(), asyncio.Event()
+        news = asyncio.Event()
 
-        # New events (a job saved) are looked at for new executions at once, before any
-        # projection shows them; the views moving (an execution projected as finished, a
-        # cancel requested) and a slot freed make a full round.
-        def waking(event: asyncio.Event) -> Callable[[], None]:
-            def wake_up() -> None:  # from the thread that moved the beacon
-                loop.call_soon_threadsafe(event.set)
+        # New events (a job saved, a cancel requested) are read from the log at once, before
+        # any projection shows them. A full round also reads the read models, for what the log
+        # did not tell (claims whose answer was lost, executions left for want of a slot): when
+        # a slot is freed, when a schedule is due, and every IDLE_RECHECK_SECONDS at least.
+        def wake_up() -> None:  # from the thread that moved the beacon
+            loop.call_soon_threadsafe(news.set)
 
-            return wake_up
-
-        undo_events = self._events.on_advance(waking(news))
-        undo_views = self._views.on_advance(waking(wake))
+        undo = self._events.on_advance(wake_up)
         last_beat = 0.0
         checker = (
             asyncio.create_task(self._check_health(stop), name="health checker")
             if self._settings.health_interval > 0
             else None
         )
-        full, next_at = True, None
+        full, last_full, next_at = True, 0.0, None
         try:
             while not stop.is_set():
                 news.clear()
-                if full:
-                    wake.clear()
                 if loop.time() - last_beat >= self._workers.heartbeat_seconds:
                     last_beat = loop.time()
                     await self._beat()
                 try:
-                    if full:
+                    if full or loop.time() - last_full >= IDLE_RECHECK_SECONDS:
+                        last_full = loop.time()
                         await self._honour_cancels()
                         next_at = await self._dispatch()
                     else:
-                        await self._claim_fresh()
+                        await self._look()
                 except Exception:
                     # The database is away (restart, failover): claim again once it is back.
                     # Letting this escape would end the executor while the process lives on.
                     log.warning("could not claim due executions; retrying", exc_info=True)
                     next_at = None
-                full = await self._sleep(stop, news, wake, next_at)
+                if self._scheduled:
+                    next_at = min(filter(None, (next_at, self._scheduled[0][0])))
+                full = await self._sleep(stop, news, next_at)
         finally:
-            undo_events()
-            undo_views()
+            undo()
             if checker is not None:
                 checker.cancel()
                 await asyncio.gather(checker, return_exceptions=True)
@@ -194,6 +193,9 @@ class Executor:
                 await asyncio.wait_for(stop.wait(), timeout=min(interval, 30.0))
 
     async def _honour_cancels(self) -> None:
+        """Cancel the commands the read models say someone asked to stop. The log told of
+        each request already (``_look``), unless the execution was not known to run here
+        then: a claim whose answer was lost, found to be this worker's only afterwards."""
         if not self._running:
             return
         try:
@@ -204,14 +206,17 @@ class Executor:
             log.warning("could not read cancel requests", exc_info=True)
             return
         for execution_id in wanted:
-            command = self._commands.get(execution_id)
-            if command is not None and execution_id not in self._cancelling:
-                self._cancelling.add(execution_id)
-                command.cancel(msg="cancel requested")
+            self._cancel(execution_id)
+
+    def _cancel(self, execution_id: str) -> None:
+        command = self._commands.get(execution_id)
+        if command is not None and execution_id not in self._cancelling:
+            self._cancelling.add(execution_id)
+            command.cancel(msg="cancel requested")
 
     async def _dispatch(self) -> datetime | None:
         """Claim what is due and free slots allow; return when the next schedule is due."""
-        await self._claim_fresh()
+        await self._look()
         free = self._settings.max_concurrency - len(self._running)
         if free <= 0:
             return None
@@ -231,28 +236,36 @@ class Executor:
             await self._claim(wanted[:free])
         return datetime.fromisoformat(next_at) if next_at else None
 
-    async def _claim_fresh(self) -> None:
-        """Claim the executions created since the last look, as free slots allow."""
+    async def _look(self) -> None:
+        """Read the log's news: cancel the commands asked to stop, and claim the executions
+        created since the last look and the scheduled ones now due, as free slots allow.
+        Those left for want of a slot are found by a full round when one is freed."""
+        news = await asyncio.to_thread(self._news)
+        for execution_id in news.cancel_requests:
+            self._cancel(str(execution_id))
+        now = datetime.now(UTC)
+        due = []
+        while self._scheduled and self._scheduled[0][0] <= now:
+            due.append(heapq.heappop(self._scheduled)[1])
         free = self._settings.max_concurrency - len(self._running)
-        if free <= 0:
-            return
-        fresh = [e for e in await asyncio.to_thread(self._fresh) if e not in self._running]
-        if fresh[:free]:
-            await self._claim(fresh[:free])
+        wanted = [e for e in (*map(str, news.created), *due) if e not in self._running]
+        if free > 0 and wanted[:free]:
+            await self._claim(wanted[:free])
 
-    def _fresh(self) -> list[str]:
-        """Executions created since the last look; at the first, none: those already in the
-        log are found by ``due_executions``."""
+    def _news(self) -> News:
+        """The log's news since the last look; at the first, none: executions already in
+        the log are found by ``due_executions``, and none of them runs here yet."""
         if self._seen is None:
             self._seen = self._app.recorder.max_notification_id() or 0
-            return []
-        created, self._seen = new_executions(self._app, self._seen)
-        return [str(e) for e in created]
+            return News([], [], self._seen)
+        news = read_news(self._app, self._seen)
+        self._seen = news.position
+        return news
 
     async def _claim(self, execution_ids: list[str]) -> None:
         """Claim these executions and start running those this worker won."""
         try:
-            works = await asyncio.to_thread(
+            claims = await asyncio.to_thread(
                 start_executions,
                 self._app,
                 self._vault,
@@ -264,8 +277,10 @@ class Executor:
             # ask again, or they would stay running, claimed by no one that runs them.
             self._unsure.update(execution_ids)
             raise
-        for work in works:
+        for work in claims.works:
             self._start(work)
+        for execution_id, at in claims.later.items():
+            heapq.heappush(self._scheduled, (at, str(execution_id)))
 
     async def _reclaim(self, execution_id: str) -> None:
         work = await asyncio.to_thread(
@@ -295,20 +310,13 @@ class Executor:
                 self._cancelling.discard(key)
 
     async def _sleep(
-        self,
-        stop: asyncio.Event,
-        news: asyncio.Event,
-        wake: asyncio.Event,
-        next_at: datetime | None,
+        self, stop: asyncio.Event, news: asyncio.Event, next_at: datetime | None
     ) -> bool:
-        """Wait for a reason to look again; False if the only one is new events."""
+        """Wait for a reason to look again; False if the only one is news in the log."""
         timeout = IDLE_RECHECK_SECONDS
         if next_at is not None:
             timeout = min(timeout, max(0.0, (next_at - datetime.now(UTC)).total_seconds()))
-        full: list[asyncio.Future[object]] = [
-            asyncio.ensure_future(stop.wait()),
-            asyncio.ensure_future(wake.wait()),
-        ]
+        full: list[asyncio.Future[object]] = [asyncio.ensure_future(stop.wait())]
         full.extend(asyncio.shield(t) for t in self._running.values())
         fresh: asyncio.Future[object] = asyncio.ensure_future(news.wait())
         done, pending = await asyncio.wait(
