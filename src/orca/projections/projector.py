@@ -243,7 +243,8 @@ class Projector:
                         log.exception("projection failed; retrying")
                         stop.wait(IDLE_RECHECK_SECONDS)
                         continue
-                    self._events.wait_change(news, IDLE_RECHECK_SECONDS)
+                    if self._events.wait_change(news, IDLE_RECHECK_SECONDS):
+                        stop.wait(self.projection.gather_seconds)
 
 
 def catch_up(

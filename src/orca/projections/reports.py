@@ -62,6 +62,7 @@ REPORTS = Projection(
         Execution.Finished: _finished,
     },
     tables=("report_executions", "report_system_days"),
+    gather_seconds=0.5,
 )
 
 

@@ -33,6 +33,10 @@ class Projection:
     name: str
     handlers: Mapping[type[Any], Handler]
     tables: tuple[str, ...]  # the tables it writes: rebuilt and switched in together
+    # How long the live projector lets news gather before it applies them: one transaction
+    # for a burst of events, not one for each (a report read by the day can lag a second;
+    # the read models a command's answer waits for cannot).
+    gather_seconds: float = 0.0
 
 
 def ignore(rows: Rows, event: Any, seq: int) -> None:
