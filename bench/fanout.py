@@ -20,7 +20,8 @@ ansible; then the dispatch latency of single-host jobs.
    - ansible ad-hoc (``-m raw -a whoami -f N``, key auth, its default ControlPersist): cold
      with fresh control sockets, then warm. ansible-core is installed into a venv of the bench's
      own (.venv/bench-ansible) on first use; without it (no network), the rows say why.
-   Each figure is the median of --rounds rounds.
+   Each figure is the median of --rounds rounds; a round's warm figure, the median of its five
+   warm fan-outs.
 3. Prints wall time and client CPU per host (this process's CPU time / N; Orca: the CPU time
    of the ``orca serve`` process, which is the SSH client, / N; ansible: its processes'), the
    ratios Orca / floor and PASS/MISS for the targets: cold within 1.5x of the cold floor, warm
@@ -226,13 +227,19 @@ def _epoch(iso: str) -> float:
 # its fifth use; after one job the warm N = 10 fan-out took 43 ms, after eight 37 ms), the
 # pool empty for the measured hosts.
 WARM_UP_JOBS = 8
+# Warm fan-outs a round, for the floor and for Orca: each round's warm figure is their median.
+# One job of 30-40 ms is at the mercy of a passing hiccup of the machine; a median of five is not.
+WARM_SAMPLES = 5
+# Between two warm samples: about the time Orca's client takes to see its job finished.
+WARM_PAUSE_SECONDS = 0.1
 
 
 def orca_round(orca: Orca, spare: SshdHost, hosts: list[SshdHost]) -> Result:
     with orca.running("serve") as api:
         for _ in range(WARM_UP_JOBS):
             orca.job(api, [spare])
-        return Result(orca.fan_out(api, hosts), orca.fan_out(api, hosts))
+        cold = orca.fan_out(api, hosts)
+        return Result(cold, middle([orca.fan_out(api, hosts) for _ in range(WARM_SAMPLES)]))
 
 
 # --- the asyncssh floor --------------------------------------------------------------------------
@@ -281,8 +288,16 @@ async def floor_round(hosts: list[SshdHost]) -> Result:
     async def warm() -> None:
         await asyncio.gather(*(floor_whoami(c, hosts[0].username) for c in conns))
 
+    async def warm_samples() -> list[Sample]:
+        samples = []
+        for _ in range(WARM_SAMPLES):
+            await asyncio.sleep(WARM_PAUSE_SECONDS)
+            samples.append(await measure(len(hosts), warm))
+        return samples
+
     try:
-        return Result(await measure(len(hosts), cold), await measure(len(hosts), warm))
+        cold_sample = await measure(len(hosts), cold)
+        return Result(cold_sample, middle(await warm_samples()))
     finally:
         for conn in conns:
             conn.close()
@@ -422,14 +437,15 @@ def bench_dispatch(orca: Orca, host: SshdHost, jobs: int, out: Results) -> bool:
 # --- report --------------------------------------------------------------------------------------
 
 
-def median(results: list[Result]) -> Result:
-    def mid(samples: list[Sample]) -> Sample:
-        return Sample(
-            statistics.median(s.seconds for s in samples),
-            statistics.median(s.cpu_per_host_ms for s in samples),
-        )
+def middle(samples: list[Sample]) -> Sample:
+    return Sample(
+        statistics.median(s.seconds for s in samples),
+        statistics.median(s.cpu_per_host_ms for s in samples),
+    )
 
-    return Result(mid([r.cold for r in results]), mid([r.warm for r in results]))
+
+def median(results: list[Result]) -> Result:
+    return Result(middle([r.cold for r in results]), middle([r.warm for r in results]))
 
 
 def print_header() -> None:
