@@ -4,7 +4,8 @@
     .venv/bin/python bench/eventlog.py --jobs 5000 --http-jobs 500   # a quick look
 
 On a fresh PostgreSQL database it measures, in one run:
-- the write ceiling: the library saving one new aggregate per ``save()``, in a loop;
+- the write ceiling: the library saving one new aggregate per ``save()``, in a loop, with its
+  own PostgreSQL recorder (and, for comparison, with Orca's, which inserts in one round trip);
 - Orca creating jobs (a job and its 3 executions in one save) through the application;
 - an ``orca projector`` process catching up with that log;
 - jobs created over HTTP: ``POST /api/jobs`` from concurrent clients to an ``orca api``
@@ -37,10 +38,11 @@ import psycopg
 from psycopg import sql
 from results import Figure, Results, machine
 
+from orca.application.app import OrcaApplication
 from orca.application.jobs import CreateJob, create_job
 from orca.application.sealing import new_master_key
 from orca.application.systems import Credentials, RegisterSystem, register_system
-from orca.bootstrap import build, migrate
+from orca.bootstrap import build, event_store_env, migrate
 from orca.config import Settings
 from orca.domain.index import NameIndex
 
@@ -49,6 +51,8 @@ PROGRESS_EVERY = 5000  # jobs
 PROJECTION_TIMEOUT_SECONDS = 900
 
 SINGLE_SAVE = "library: one new aggregate per save()"
+ORCA_SAVE = "Orca's recorder: one new aggregate per save()"
+LIBRARY_RECORDER = "eventsourcing.postgres:PostgresApplicationRecorder"
 APP_JOBS = "Orca: jobs created through the application (job + 3 executions a save)"
 CATCH_UP = "Orca: orca projector catching up with the log (events/s)"
 RAW_READ = "psycopg: raw keyset read of the event rows (events/s)"
@@ -92,10 +96,23 @@ def run(args: argparse.Namespace, url: str) -> None:
     app = services.app
     figures: dict[str, float] = {}
 
-    started = time.perf_counter()
-    for i in range(args.baseline_saves):
-        app.save(NameIndex(kind="bench", name=f"n{i}", owner_id=uuid.uuid4()))
-    figures[SINGLE_SAVE] = args.baseline_saves / (time.perf_counter() - started)
+    # The same loop through the library's own recorder and through Orca's, in turns.
+    env = event_store_env(settings, create_tables=False)
+    library = OrcaApplication(
+        env | {"APPLICATION_RECORDER_TOPIC": LIBRARY_RECORDER}, lambda _: None
+    )
+    seconds = {SINGLE_SAVE: 0.0, ORCA_SAVE: 0.0}
+    turns = 3
+    for turn in range(turns):
+        for label, saver in ((SINGLE_SAVE, library), (ORCA_SAVE, app)):
+            started = time.perf_counter()
+            for i in range(args.baseline_saves // turns):
+                saver.save(
+                    NameIndex(kind="bench", name=f"{label}{turn}.{i}", owner_id=uuid.uuid4())
+                )
+            seconds[label] += time.perf_counter() - started
+    library.close()
+    figures |= {label: args.baseline_saves // turns * turns / s for label, s in seconds.items()}
 
     systems = [
         register_system(
@@ -270,6 +287,7 @@ def report(
         (http_label, SINGLE_SAVE, 0.5, "jobs over HTTP / single saves"),
         (REBUILD_MAIN, RAW_READ, 0.25, "rebuild of orca / raw read"),
         (REBUILD_ALL, RAW_READ, 0.25, "rebuild of all / raw read"),
+        (http_label, ORCA_SAVE, None, ""),
         (APP_JOBS, SINGLE_SAVE, None, ""),
         (CATCH_UP, RAW_READ, None, ""),
     ]

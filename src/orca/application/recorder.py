@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, Notification, OperationalError, StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
@@ -49,6 +49,53 @@ class Record(NamedTuple):
 
 
 class OrcaPostgresRecorder(PostgresApplicationRecorder):
+    def __init__(
+        self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
+    ) -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        self._insert = Identifier(datastore.schema, f"{events_table_name}_insert")
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE OR REPLACE FUNCTION {insert}(ids uuid[], versions bigint[],"
+                " topics text[], states bytea[], lock_timeout text)"
+                " RETURNS SETOF bigint LANGUAGE plpgsql AS $$"
+                " BEGIN"
+                " PERFORM set_config('lock_timeout', lock_timeout, true);"
+                " LOCK TABLE {events} IN EXCLUSIVE MODE;"
+                " NOTIFY {channel};"
+                " RETURN QUERY"
+                " INSERT INTO {events} (originator_id, originator_version, topic, state)"
+                " SELECT i, v, t, s FROM unnest(ids, versions, topics, states)"
+                " WITH ORDINALITY AS e (i, v, t, s, n) ORDER BY n"
+                " RETURNING notification_id;"
+                " END $$"
+            ).format(
+                insert=self._insert,
+                events=Identifier(datastore.schema, events_table_name),
+                channel=Identifier(self.channel_name),
+            )
+        )
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """What the library's insert does (the table locked, so that positions are taken in
+        the order of the commits; a NOTIFY; the rows), in one statement and one round trip,
+        where the library's takes two and drives a pipeline of seven."""
+        rows = self._fetch(
+            "SELECT * FROM {insert}(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[], %s)",
+            [
+                [e.originator_id for e in stored_events],
+                [e.originator_version for e in stored_events],
+                [e.topic for e in stored_events],
+                [e.state for e in stored_events],
+                f"{self.datastore.lock_timeout}s",
+            ],
+            insert=self._insert,
+        )
+        return sorted(row[0] for row in rows)
+
     def _fetch(
         self, statement: str, params: Sequence[object], **parts: Composable
     ) -> list[tuple[Any, ...]]:
