@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack
@@ -79,6 +80,7 @@ class Projector:
         self.batch = batch
         self.name = projection.name
         self._handlers: dict[str, Handler | None] = {}  # by topic, as the events name them
+        self._own_tables: dict[str, str | None] = {}  # the same, for ``Projection.own_rows``
         self.app = app
         self._store = store
         self._events = events
@@ -196,6 +198,8 @@ class Projector:
                 self._store.write(Tracking(self.name, records[-1].id), after=self.position)
             )
             rows = Rows(cur)
+            for table, keys in self._own_rows(records).items():
+                rows.load(table, keys)
             for record in records:
                 handler = self._handler(record.topic)
                 if handler is not None:
@@ -210,6 +214,19 @@ class Projector:
             handler = self.projection.handlers.get(resolve_topic(topic))
             self._handlers[topic] = None if handler is ignore else handler
             return self._handlers[topic]
+
+    def _own_rows(self, records: Sequence[Record]) -> dict[str, list[str]]:
+        """The rows of their own aggregates that the records' handlers read, by table."""
+        wanted: dict[str, list[str]] = defaultdict(list)
+        for record in records:
+            try:
+                table = self._own_tables[record.topic]
+            except KeyError:
+                own = self.projection.own_rows.get(resolve_topic(record.topic))
+                table = self._own_tables[record.topic] = own
+            if table is not None:
+                wanted[table].append(record.originator_id)
+        return wanted
 
     def _record_failure(self, record: Record, error: BaseException) -> None:
         log.error(

@@ -63,6 +63,7 @@ REPORTS = Projection(
     },
     tables=("report_executions", "report_system_days"),
     gather_seconds=0.5,
+    own_rows={Execution.Started: "report_executions", Execution.Finished: "report_executions"},
 )
 
 

@@ -12,8 +12,8 @@ Every write of a batch happens in the batch's transaction, with its tracking pos
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from operator import itemgetter
 from typing import Any
@@ -24,6 +24,7 @@ from orca.projections.store import Cursor
 Row = dict[str, Any]
 Key = Any  # the primary key's value, or a tuple of them for a key of several columns
 Handler = Callable[["Rows", Any, int], None]  # rows, the event, its position in the log
+LOAD_AT_ONCE = 500  # keys in one query of ``Rows.load`` at most
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class Projection:
     # for a burst of events, not one for each (a report read by the day can lag a second;
     # the read models a command's answer waits for cannot).
     gather_seconds: float = 0.0
+    # Events whose handler reads the row of the event's own aggregate in this table: a batch
+    # reads all those rows with one query before it applies its events, not one query each.
+    own_rows: Mapping[type[Any], str] = field(default_factory=dict)
 
 
 def ignore(rows: Rows, event: Any, seq: int) -> None:
@@ -50,7 +54,10 @@ class Rows:
         self._new: dict[str, dict[Key, Row]] = defaultdict(dict)
         self._changed: dict[str, dict[Key, set[str]]] = defaultdict(dict)
         self._gone: dict[str, list[Key]] = defaultdict(list)
-        self._counters: dict[str, float] | None = None  # all of them, once one is moved
+        # Counters moved by whole numbers are added to where they are (exact in any order);
+        # one moved by a fraction needs all of them read, to add in event order.
+        self._added: dict[str, int] = {}
+        self._counters: dict[str, float] | None = None  # all of them, once one is needed
         self._bumped: set[str] = set()
         self.written: set[str] = set()  # the tables the batch wrote rows of
 
@@ -69,6 +76,21 @@ class Rows:
         found = self._cur.fetchone()
         row = rows[key] = None if found is None else dict(found)
         return row
+
+    def load(self, table: str, keys: Iterable[Key]) -> None:
+        """Read these rows (of a table keyed by one column) with as few queries as can be, so
+        that ``get`` finds them, or finds that there are none, without a query each."""
+        rows = self._rows[table]
+        wanted = [key for key in dict.fromkeys(keys) if key not in rows]
+        for start in range(0, len(wanted), LOAD_AT_ONCE):
+            part = wanted[start : start + LOAD_AT_ONCE]
+            self._cur.execute(_select_many_sql(table, len(part)), tuple(part))
+            key_of = _key_of(table)
+            for found in self._cur.fetchall():
+                row = dict(found)
+                rows[key_of(row)] = row
+            for key in part:
+                rows.setdefault(key, None)
 
     def insert(self, table: str, row: Row) -> None:
         """A new row, with a value for every column handlers read."""
@@ -95,16 +117,30 @@ class Rows:
             self._gone[table].append(key)
 
     def bump(self, *changes: tuple[str, float]) -> None:
-        """Move dashboard counters. Each addition is made in event order, as one UPDATE per
-        event would make it, so the sums come out the same however the log is batched."""
-        counters = self._counters
-        if counters is None:
-            self._cur.execute("SELECT name, value FROM counters")
-            counters = self._counters = {r["name"]: r["value"] for r in self._cur.fetchall()}
+        """Move dashboard counters. Whole numbers are added as they come; a fraction (a sum
+        of durations) is added in event order, as one UPDATE per event would add it, so that
+        the sums come out the same however the log is batched."""
         for name, delta in changes:
-            if delta and name in counters:
+            if not delta:
+                continue
+            if isinstance(delta, int) and self._counters is None:
+                self._added[name] = self._added.get(name, 0) + delta
+                continue
+            counters = self._all_counters()
+            if name in counters:
                 counters[name] += delta
                 self._bumped.add(name)
+
+    def _all_counters(self) -> dict[str, float]:
+        if self._counters is None:
+            self._cur.execute("SELECT name, value FROM counters")
+            counters = self._counters = {r["name"]: r["value"] for r in self._cur.fetchall()}
+            for name, delta in self._added.items():
+                if name in counters:
+                    counters[name] += delta
+                    self._bumped.add(name)
+            self._added.clear()
+        return self._counters
 
     def select(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
         """Rows found by something other than their key (the batch so far included)."""
@@ -143,6 +179,11 @@ class Rows:
                 )
             for columns, values in updates.items():
                 cur.executemany(_update_sql(table, columns), values)
+        if self._added:
+            cur.executemany(
+                "UPDATE counters SET value = value + ? WHERE name = ?",
+                [(delta, name) for name, delta in sorted(self._added.items())],
+            )
         if self._bumped:
             assert self._counters is not None
             cur.executemany(
@@ -152,6 +193,7 @@ class Rows:
         self._new.clear()
         self._changed.clear()
         self._gone.clear()
+        self._added.clear()
         self._bumped.clear()
 
 
@@ -189,6 +231,13 @@ def _where(table: str) -> str:
 @cache
 def _select_sql(table: str) -> str:
     return f"SELECT * FROM {table} WHERE {_where(table)}"
+
+
+@cache
+def _select_many_sql(table: str, count: int) -> str:
+    columns = KEYS.get(table, ("id",))
+    assert len(columns) == 1, f"{table} is keyed by {columns}: load its rows one by one"
+    return f"SELECT * FROM {table} WHERE {columns[0]} IN ({', '.join('?' * count)})"
 
 
 @cache

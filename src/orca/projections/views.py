@@ -139,6 +139,7 @@ def _job_created(rows: Rows, e: Job.Created, seq: int) -> None:
         },
     )  # fmt: skip
     rows.bump(("jobs.total", 1), ("jobs.pending", 1))
+    rows.load("systems", [str(s) for s in e.system_ids])  # for the job's executions, next
 
 
 def _job_cancelled(rows: Rows, e: Job.Cancelled, seq: int) -> None:
@@ -337,4 +338,11 @@ READ_MODELS = Projection(
     tables=(
         "systems", "jobs", "executions", "users", "sessions", "counters", "projection_failures",
     ),
+    own_rows={
+        System.Updated: "systems", System.HostKeyPinned: "systems",
+        System.HealthChecked: "systems", System.Deleted: "systems",
+        Job.Cancelled: "jobs",
+        Execution.Started: "executions", Execution.CancelRequested: "executions",
+        Execution.Cancelled: "executions", Execution.Finished: "executions",
+    },
 )  # fmt: skip
