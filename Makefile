@@ -10,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test test-unit test-reliability lint bench venv services postgres sshd clean
+.PHONY: run test test-unit test-reliability lint bench venv services postgres sshd redis clean
 
 venv: $(VENV)/.installed
 
@@ -24,8 +24,9 @@ $(VENV)/.installed: pyproject.toml
 run: venv
 	$(BIN)/orca serve
 
-# Everything the tests need, from nothing: PostgreSQL reachable, OpenSSH's sshd installed.
-services: postgres sshd
+# Everything the tests need, from nothing: PostgreSQL and Redis reachable, OpenSSH's sshd
+# installed.
+services: postgres sshd redis
 
 postgres:
 	@if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
@@ -41,6 +42,19 @@ sshd:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server; \
 	fi
 	@/usr/sbin/sshd -V 2>&1 | head -n 1 || true
+
+# Redis holds the rate-limit counters that several API processes share.
+redis:
+	@if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then \
+		if ! command -v redis-server >/dev/null; then \
+			echo "installing redis-server"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+		fi; \
+		echo "starting Redis"; \
+		redis-server --bind 127.0.0.1 --port 6379 --save '' --daemonize yes; \
+		for i in $$(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done; \
+	fi
+	@redis-cli -h 127.0.0.1 -p 6379 ping
 
 test: venv services lint
 	ORCA_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/pytest

@@ -7,6 +7,8 @@ ordinary, untrusted clients; 127.0.0.1 plays the trusted proxy.
 
 from __future__ import annotations
 
+import os
+import random
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -128,3 +130,30 @@ def test_a_trusted_proxy_gets_one_budget_per_forwarded_client(limited: OrcaServe
         # The proxy's own address is not the client: it never shares a client's budget.
         chained = proxy.get("/api/systems", headers={"X-Forwarded-For": "203.0.113.9, 127.0.0.1"})
         assert chained.headers["x-ratelimit-remaining"] == str(LIMIT - 1)
+
+
+REDIS_URL = os.environ.get("ORCA_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def test_api_processes_sharing_redis_share_each_clients_budget() -> None:
+    """Two API processes behind one load balancer: a client cannot double its budget by
+    landing on both."""
+    shared = {"rate_limit": f"{LIMIT}/minute", "rate_limit_storage": REDIS_URL}
+    # An address of its own: Redis keeps the counts of an earlier run for a minute.
+    address = f"127.{random.randrange(1, 255)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+    with (
+        serve("sqlite", **shared) as first,
+        serve("sqlite", **shared) as second,
+        client_at(first, address) as to_first,
+        client_at(second, address) as to_second,
+    ):
+        seen = [
+            to_first.get("/api/systems").headers["x-ratelimit-remaining"],
+            to_second.get("/api/systems").headers["x-ratelimit-remaining"],
+            to_first.get("/api/systems").headers["x-ratelimit-remaining"],
+            to_second.get("/api/systems").headers["x-ratelimit-remaining"],
+            to_first.get("/api/systems").headers["x-ratelimit-remaining"],
+        ]
+        assert seen == [str(n) for n in range(LIMIT - 1, -1, -1)]
+        assert_refused(to_second.get("/api/jobs"))
+        assert_refused(to_first.get("/api/jobs"))
