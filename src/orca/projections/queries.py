@@ -114,6 +114,14 @@ _EXECUTION_COLUMNS = (
     "id, job_id, system_id, system_name, status, started_at, completed_at, exit_code, stdout,"
     " stderr, stdout_truncated, stderr_truncated, error_message, duration_seconds"
 )
+# A job's columns named j_*, beside its executions' (none, NULL, if it has none).
+_JOB_WITH_EXECUTIONS = (
+    "SELECT "
+    + ", ".join(f"j.{c} AS j_{c}" for c in _JOB_COLUMNS.split(", "))
+    + ", "
+    + ", ".join(f"e.{c}" for c in _EXECUTION_COLUMNS.split(", "))
+    + " FROM jobs j LEFT JOIN executions e ON e.job_id = j.id WHERE j.id = ? ORDER BY e.seq"
+)
 
 
 def _system(row: Row) -> SystemView:
@@ -131,6 +139,20 @@ def _system(row: Row) -> SystemView:
         updated_at=row["updated_at"],
         last_health_check=row["last_health_check"],
         host_key=row["host_key"],
+    )
+
+
+def _job(row: Row, executions: list[ExecutionView], prefix: str = "") -> JobView:
+    return JobView(
+        id=row[prefix + "id"],
+        name=row[prefix + "name"],
+        command=row[prefix + "command"],
+        status=row[prefix + "status"],
+        created_by=row[prefix + "created_by"],
+        created_at=row[prefix + "created_at"],
+        scheduled_at=row[prefix + "scheduled_at"],
+        timeout_seconds=row[prefix + "timeout_seconds"],
+        executions=executions,
     )
 
 
@@ -184,12 +206,14 @@ class Queries:
             return [_system(r) for r in cur.fetchall()], total
 
     def get_job(self, job_id: str) -> JobView | None:
-        with self._store.read() as cur:
-            cur.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-            row = cur.fetchone()
-            if row is None:
-                return None
-            return self._jobs(cur, [row])[0]
+        """The job and its executions, read with one statement: one snapshot, one round trip."""
+        with self._store.read_one() as cur:
+            cur.execute(_JOB_WITH_EXECUTIONS, (job_id,))
+            rows = cur.fetchall()
+        if not rows:
+            return None
+        executions = [_execution(r) for r in rows if r["id"] is not None]
+        return _job(rows[0], executions, "j_")
 
     def list_jobs(
         self, *, status: str | None, created_by: str | None, limit: int, offset: int
@@ -223,20 +247,7 @@ class Queries:
         by_job: dict[str, list[ExecutionView]] = {i: [] for i in ids}
         for r in cur.fetchall():
             by_job[r["job_id"]].append(_execution(r))
-        return [
-            JobView(
-                id=r["id"],
-                name=r["name"],
-                command=r["command"],
-                status=r["status"],
-                created_by=r["created_by"],
-                created_at=r["created_at"],
-                scheduled_at=r["scheduled_at"],
-                timeout_seconds=r["timeout_seconds"],
-                executions=by_job[r["id"]],
-            )
-            for r in rows
-        ]
+        return [_job(r, by_job[r["id"]]) for r in rows]
 
     def due_executions(self, now: str, limit: int) -> tuple[list[str], str | None]:
         """Pending executions whose time has come, oldest first, and the next schedule."""

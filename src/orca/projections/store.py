@@ -59,6 +59,7 @@ class ReadStore(Protocol):
     def direct(self) -> AbstractContextManager[Cursor]: ...
     def active_connections(self) -> int: ...
     def read(self) -> AbstractContextManager[Cursor]: ...
+    def read_one(self) -> AbstractContextManager[Cursor]: ...
     def tell_accounts_changed(self, cursor: Cursor) -> None: ...
 
 
@@ -108,6 +109,10 @@ class _Views:
     def read(self) -> Iterator[Cursor]:
         with self._cursor(commit=False) as raw:
             yield self._wrap(raw)
+
+    def read_one(self) -> AbstractContextManager[Cursor]:
+        """For a read of one statement (``read`` where it needs no transaction)."""
+        return self.read()
 
 
 class SQLiteReadStore(_Views, SQLiteTrackingRecorder):
@@ -253,6 +258,14 @@ class PostgresReadStore(_Views, PostgresTrackingRecorder):
             raw = conn.cursor()
             raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield self._wrap(raw)
+
+    @contextmanager
+    def read_one(self) -> Iterator[Cursor]:
+        """A read of one statement, which is a snapshot of its own: on an autocommit
+        connection, outside any transaction, it is one round trip, where BEGIN and COMMIT
+        around it make it two or three."""
+        with self.datastore.get_connection() as conn:
+            yield self._wrap(conn.cursor())
 
     def _begin_batch(self, cursor: Any) -> None:
         if self._live:
