@@ -18,7 +18,7 @@ class SqlKeyStore:
         if not owners:
             return {}
         marks = ", ".join("?" * len(owners))
-        with self._store.read() as cur:
+        with self._store.read_one() as cur:
             cur.execute(
                 f"SELECT owner, wrapped FROM data_keys WHERE owner IN ({marks})",
                 tuple(str(o) for o in owners),

@@ -187,7 +187,7 @@ class Queries:
         self._store = store
 
     def get_system(self, system_id: str) -> SystemView | None:
-        with self._store.read() as cur:
+        with self._store.read_one() as cur:
             cur.execute(f"SELECT {_SYSTEM_COLUMNS} FROM systems WHERE id = ?", (system_id,))
             row = cur.fetchone()
         return _system(row) if row is not None else None
@@ -268,7 +268,7 @@ class Queries:
 
     def systems_to_check(self, checked_before: str, limit: int) -> list[str]:
         """Active systems not checked (or, if never checked, not registered) since then."""
-        with self._store.read() as cur:
+        with self._store.read_one() as cur:
             cur.execute(
                 "SELECT id FROM systems WHERE is_active = ?"
                 " AND COALESCE(last_health_check, created_at) < ? ORDER BY seq LIMIT ?",
@@ -277,7 +277,7 @@ class Queries:
             return [r["id"] for r in cur.fetchall()]
 
     def unfinished_executions_of(self, system_id: str) -> list[str]:
-        with self._store.read() as cur:
+        with self._store.read_one() as cur:
             cur.execute(
                 "SELECT id FROM executions"
                 " WHERE system_id = ? AND status IN ('pending', 'running')",
@@ -287,7 +287,7 @@ class Queries:
 
     def cancel_requests(self, worker_id: str) -> list[str]:
         """Running executions of this worker that someone asked to cancel."""
-        with self._store.read() as cur:
+        with self._store.read_one() as cur:
             cur.execute(
                 "SELECT id FROM executions WHERE status = 'running' AND worker_id = ?"
                 " AND cancel_requested = ?",
@@ -296,7 +296,7 @@ class Queries:
             return [r["id"] for r in cur.fetchall()]
 
     def counts(self) -> Counts:
-        with self._store.read() as cur:
+        with self._store.read_one() as cur:
             cur.execute("SELECT name, value FROM counters")
             c = {r["name"]: r["value"] for r in cur.fetchall()}
 
@@ -323,7 +323,7 @@ class Queries:
         )
 
     def session(self, session_id: str, credentials_version: int) -> SessionState:
-        with self._store.read() as cur:
+        with self._store.read_one() as cur:
             cur.execute(
                 "SELECT s.revoked, s.expires_at, s.credentials_version, u.credentials_version AS"
                 " user_version, u.is_active, u.role FROM sessions s JOIN users u"
@@ -341,12 +341,12 @@ class Queries:
         return SessionState(valid=valid, role=row["role"])
 
     def projection_failures(self) -> int:
-        with self._store.read() as cur:
+        with self._store.read_one() as cur:
             cur.execute("SELECT COUNT(*) AS n FROM projection_failures WHERE projection = 'orca'")
             return _count(cur)
 
     def list_users(self) -> list[UserView]:
-        with self._store.read() as cur:
+        with self._store.read_one() as cur:
             cur.execute(
                 "SELECT id, username, role, is_active, created_at, updated_at FROM users"
                 " ORDER BY seq"

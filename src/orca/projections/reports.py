@@ -78,7 +78,7 @@ class SystemDay(msgspec.Struct):
 
 
 def system_days(store: ReadStore, since_day: str) -> list[SystemDay]:
-    with store.read() as cur:
+    with store.read_one() as cur:
         cur.execute(
             "SELECT r.system_id, s.name, r.day, r.executions, r.completed, r.duration_sum"
             " FROM report_system_days r LEFT JOIN systems s ON s.id = r.system_id"

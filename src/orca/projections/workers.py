@@ -53,7 +53,7 @@ class Workers:
     def orphans(self) -> list[str]:
         """Running executions whose worker stopped beating: it died, or lost its database."""
         alive_since = iso(datetime.now(UTC) - self.lease)
-        with self._store.read() as cur:
+        with self._store.read_one() as cur:
             cur.execute(
                 "SELECT e.id FROM executions e LEFT JOIN workers w ON w.id = e.worker_id"
                 " AND w.heartbeat_at > ? WHERE e.status = 'running' AND w.id IS NULL",
@@ -73,7 +73,7 @@ class Workers:
         if recent is not None:
             return recent
         alive_since = iso(datetime.now(UTC) - self.lease)
-        with self._store.read() as cur:
+        with self._store.read_one() as cur:
             cur.execute(
                 "SELECT COUNT(*) AS n, COALESCE(SUM(capacity), 0) AS capacity,"
                 " COALESCE(SUM(running), 0) AS running FROM workers WHERE heartbeat_at > ?",
