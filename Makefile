@@ -67,7 +67,7 @@ test-unit: venv
 test-reliability: venv services
 	ORCA_TEST_POSTGRES_URL=$(PG_URL) ORCA_RELIABILITY=full $(BIN)/pytest tests/reliability -s
 
-# Every benchmark against its baselines, then docs/benchmarks.md and docs/fanout.png (~12 min).
+# Every benchmark against its baselines, then docs/benchmarks.md and docs/fanout.png (~8 min).
 bench: venv services
 	$(BIN)/pip install --quiet -e '.[bench]'
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
