@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -241,25 +242,30 @@ def test_a_worker_runs_a_new_job_while_the_read_models_are_behind(
     cluster_settings: Settings, sshd_host: SshdHost, shared_dir: Path
 ) -> None:
     """Workers learn of new executions from the event log itself: a stopped projector holds
-    back the read models (and the API's answer), not the commands."""
+    back the read models (and the API's answer), not the commands, not even those of a job
+    bigger than the worker's slots, which wait for a slot, not for the read models."""
     api_process = process(cluster_settings, "api", "api")
     projector = process(cluster_settings, "projector", "projector-1")
-    worker = process(cluster_settings, "worker", "worker")
+    worker = process(replace(cluster_settings, max_concurrency=1), "worker", "worker")
     api = api_process.client()
     try:
-        (system,) = register_systems(api, sshd_host, 1)
+        systems = register_systems(api, sshd_host, 3)
         projector.stop()
         runs = shared_dir / "runs.log"
-        body = {"name": "unseen", "command": f"echo ran >> {runs}", "system_ids": [system]}
+        body = {"name": "unseen", "command": f"echo ran >> {runs}", "system_ids": systems}
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(api.post, "/api/jobs", body)  # waits for the read models
-            wait(lambda: runs.exists() and runs.read_text() == "ran\n", 8, "the command to run")
+            wait(
+                lambda: runs.exists() and runs.read_text() == "ran\n" * 3,
+                15,
+                "the commands to run, one after the other",
+            )
             projector = process(cluster_settings, "projector", "projector-2")
             assert answer.result().status_code in (201, 503)
         (job,) = api.get("/api/jobs").json()["jobs"]
         finished = api.wait_for_job(job["id"])
-        assert [e["status"] for e in finished["executions"]] == ["completed"]
-        assert runs.read_text() == "ran\n"  # once
+        assert [e["status"] for e in finished["executions"]] == ["completed"] * 3
+        assert runs.read_text() == "ran\n" * 3  # each once
     finally:
         api.close()
         for p in (api_process, projector, worker):

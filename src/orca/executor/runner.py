@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -50,6 +51,7 @@ CANCELLED_MESSAGE = "cancelled while running; the command was killed"
 
 
 HEALTH_CHECKS_AT_ONCE = 4
+BACKLOG_MAX = 10_000  # due executions a worker remembers while its slots are full
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,9 @@ class Executor:
         # Executions learned of from the log and left pending for their schedule: (when, id).
         # A heap: they are claimed when due, whether or not a projection shows them yet.
         self._scheduled: list[tuple[datetime, str]] = []
+        # Executions learned of from the log and due, left for want of a free slot: claimed
+        # first when one is freed, so that they too start without waiting for a projection.
+        self._backlog: OrderedDict[str, None] = OrderedDict()
         self._settings = settings
         self._remote = remote
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -107,8 +112,8 @@ class Executor:
 
         # New events (a job saved, a cancel requested) are read from the log at once, before
         # any projection shows them. A full round also reads the read models, for what the log
-        # did not tell (claims whose answer was lost, executions left for want of a slot): when
-        # a slot is freed, when a schedule is due, and every IDLE_RECHECK_SECONDS at least.
+        # did not tell (claims whose answer was lost, more waiting executions than the backlog
+        # keeps): when a slot is freed, when a schedule is due, every IDLE_RECHECK_SECONDS.
         def wake_up() -> None:  # from the thread that moved the beacon
             loop.call_soon_threadsafe(news.set)
 
@@ -239,18 +244,27 @@ class Executor:
     async def _look(self) -> None:
         """Read the log's news: cancel the commands asked to stop, and claim the executions
         created since the last look and the scheduled ones now due, as free slots allow.
-        Those left for want of a slot are found by a full round when one is freed."""
+        Those left for want of a slot wait in the backlog (beyond ``BACKLOG_MAX``, for a full
+        round to find them in the read models)."""
         news = await asyncio.to_thread(self._news)
-        for execution_id in news.cancel_requests:
-            self._cancel(str(execution_id))
+        for asked in news.cancel_requests:
+            self._cancel(str(asked))
         now = datetime.now(UTC)
-        due = []
+        backlog = self._backlog
+        for execution_id in map(str, news.created):
+            backlog[execution_id] = None
         while self._scheduled and self._scheduled[0][0] <= now:
-            due.append(heapq.heappop(self._scheduled)[1])
+            backlog[heapq.heappop(self._scheduled)[1]] = None
         free = self._settings.max_concurrency - len(self._running)
-        wanted = [e for e in (*map(str, news.created), *due) if e not in self._running]
-        if free > 0 and wanted[:free]:
-            await self._claim(wanted[:free])
+        wanted: list[str] = []  # out of the backlog: claimed, left for later, or not pending
+        while backlog and len(wanted) < free:
+            execution_id = backlog.popitem(last=False)[0]
+            if execution_id not in self._running:
+                wanted.append(execution_id)
+        while len(backlog) > BACKLOG_MAX:
+            backlog.popitem(last=False)
+        if wanted:
+            await self._claim(wanted)
 
     def _news(self) -> News:
         """The log's news since the last look; at the first, none: executions already in
