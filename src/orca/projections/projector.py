@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, Tracking
 from eventsourcing.utils import resolve_topic
@@ -60,6 +60,13 @@ class Decoded:
                 events[record.id] = read(record)
 
 
+class _Use(NamedTuple):
+    """What a projection does with the events of one topic."""
+
+    handler: Handler | None  # None: it has no use for them, they are not even decoded
+    own_table: str | None  # the table of their aggregate's row that the handler reads first
+
+
 class Projector:
     def __init__(
         self,
@@ -79,8 +86,7 @@ class Projector:
         self.projection = projection
         self.batch = batch
         self.name = projection.name
-        self._handlers: dict[str, Handler | None] = {}  # by topic, as the events name them
-        self._own_tables: dict[str, str | None] = {}  # the same, for ``Projection.own_rows``
+        self._topics: dict[str, _Use] = {}  # by topic, as the events name them
         self.app = app
         self._store = store
         self._events = events
@@ -94,7 +100,7 @@ class Projector:
         return catch_up([self], on_batch)[self.name]
 
     def handles(self, topic: str) -> bool:
-        return self._handler(topic) is not None
+        return self._use(topic).handler is not None
 
     def apply_behind(
         self, page: Sequence[Record], decode: Decoded, writer: Executor
@@ -201,29 +207,28 @@ class Projector:
             for table, keys in self._own_rows(records).items():
                 rows.load(table, keys)
             for record in records:
-                handler = self._handler(record.topic)
+                handler = self._use(record.topic).handler
                 if handler is not None:
                     handler(rows, decode(record), record.id)
             return stack.pop_all(), rows
 
-    def _handler(self, topic: str) -> Handler | None:
-        """None for an event this projection has no use for: it is not even decoded."""
+    def _use(self, topic: str) -> _Use:
+        """What this projection does with the events of a topic, worked out once."""
         try:
-            return self._handlers[topic]
+            return self._topics[topic]
         except KeyError:
-            handler = self.projection.handlers.get(resolve_topic(topic))
-            self._handlers[topic] = None if handler is ignore else handler
-            return self._handlers[topic]
+            cls = resolve_topic(topic)
+            handler = self.projection.handlers.get(cls)
+            use = self._topics[topic] = _Use(
+                None if handler is ignore else handler, self.projection.own_rows.get(cls)
+            )
+            return use
 
     def _own_rows(self, records: Sequence[Record]) -> dict[str, list[str]]:
         """The rows of their own aggregates that the records' handlers read, by table."""
         wanted: dict[str, list[str]] = defaultdict(list)
         for record in records:
-            try:
-                table = self._own_tables[record.topic]
-            except KeyError:
-                own = self.projection.own_rows.get(resolve_topic(record.topic))
-                table = self._own_tables[record.topic] = own
+            table = self._use(record.topic).own_table
             if table is not None:
                 wanted[table].append(record.originator_id)
         return wanted

@@ -80,12 +80,11 @@ class Rows:
     def load(self, table: str, keys: Iterable[Key]) -> None:
         """Read these rows (of a table keyed by one column) with as few queries as can be, so
         that ``get`` finds them, or finds that there are none, without a query each."""
-        rows = self._rows[table]
+        rows, key_of = self._rows[table], _key_of(table)
         wanted = [key for key in dict.fromkeys(keys) if key not in rows]
         for start in range(0, len(wanted), LOAD_AT_ONCE):
             part = wanted[start : start + LOAD_AT_ONCE]
             self._cur.execute(_select_many_sql(table, len(part)), tuple(part))
-            key_of = _key_of(table)
             for found in self._cur.fetchall():
                 row = dict(found)
                 rows[key_of(row)] = row
