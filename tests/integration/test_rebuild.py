@@ -231,6 +231,27 @@ def test_an_event_that_cannot_be_projected_is_recorded_and_passed_over(
     assert "IntegrityError" in failures[1][1]
 
 
+def test_after_a_statement_on_many_rows_a_batch_reads_them_again(services: Services) -> None:
+    """A batch takes the rows the batch before left (that one may still be writing them);
+    after ``Rows.execute`` (a system renamed in all its executions, say) only the database
+    knows them: the batch before's may be among those the statement changed."""
+    session = {
+        "id": "s1", "user_id": "u1", "credentials_version": 0, "expires_at": "later",
+        "revoked": False,
+    }  # fmt: skip
+    with services.store.direct() as cur:
+        first = Rows(lambda: cur)
+        first.insert("sessions", session)
+        first.flush()
+        first.applied()
+        second = Rows(lambda: cur, before=first)
+        assert not second.get("sessions", "s1")["revoked"]  # type: ignore[index]
+
+        second.execute("UPDATE sessions SET revoked = ? WHERE user_id = ?", (True, "u1"))
+
+        assert second.get("sessions", "s1")["revoked"]  # type: ignore[index]
+
+
 def test_orca_rebuild_rebuilds_the_projection_it_is_given(services: Services) -> None:
     settled(services, populate(services, 2))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCA_")}

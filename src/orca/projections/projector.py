@@ -6,7 +6,7 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -20,7 +20,7 @@ from orca.projections.beacon import Beacon
 from orca.projections.events import EventReader
 from orca.projections.leader import Leadership
 from orca.projections.rows import Handler, Projection, Rows, ignore
-from orca.projections.store import ReadStore, StalePosition
+from orca.projections.store import Cursor, ReadStore, StalePosition
 from orca.projections.views import ACCOUNT_TABLES, iso
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,17 @@ class Decoded:
                 events[record.id] = read(record)
 
 
+class _Flight(NamedTuple):
+    """A batch whose writes are under way."""
+
+    written: Future[None]
+    page: Sequence[Record]
+    decode: Decoded
+    rows: Rows
+    last: int  # its last event's position
+    events: int  # how many
+
+
 class _Use(NamedTuple):
     """What a projection does with the events of one topic."""
 
@@ -92,6 +103,7 @@ class Projector:
         self._events = events
         self._views = views
         self._accounts = accounts
+        self._flight: _Flight | None = None  # the batch being written, if any
         self.position = store.max_tracking_id(self.name) or 0
         views.advance(self.position)
 
@@ -102,40 +114,56 @@ class Projector:
     def handles(self, topic: str) -> bool:
         return self._use(topic).handler is not None
 
-    def apply_behind(
-        self, page: Sequence[Record], decode: Decoded, writer: Executor
-    ) -> Callable[[], int]:
+    @property
+    def ahead(self) -> int:
+        """The position after the batch being written (``position`` if there is none)."""
+        return self.position if self._flight is None else self._flight.last
+
+    def apply_behind(self, page: Sequence[Record], decode: Decoded, writer: Executor) -> int:
         """Like ``apply``, but the batch's writes and its commit run on ``writer``, so that
-        the caller can decode the next page while the database takes them in. The returned
-        call waits for them and returns how many events were applied; a batch that fails
-        there was rolled back, and is applied again by ``apply``, which isolates a bad
-        event and finds a projector that moved on."""
-        records = self._unapplied(page)
+        the caller can read and decode the next page, and apply it on top of this one, while
+        the database takes them in; ``settle`` waits for them. Each call settles the batch
+        written before; return how many events that one (or, after an error, this one)
+        applied. A batch whose writes fail is rolled back and applied again by ``apply``,
+        which isolates a bad event and finds a projector that moved on; the batch after it,
+        made on top of it, fails with it, and is applied again after it."""
+        records = self._unapplied(page, self.ahead)
         if not records:
-            return lambda: 0
+            return 0
+        before = self._flight
         try:
-            transaction, rows = self._begin(records, decode)
+            transaction, rows = self._begin(records, decode, before)
         except Exception:
-            applied = self.apply(page, decode)
-            return lambda: applied
-
+            return self.settle() + self.apply(page, decode)
         written = writer.submit(self._commit, transaction, rows)
+        self._flight = _Flight(written, page, decode, rows, records[-1].id, len(records))
+        return self._settle(before)
 
-        def settle() -> int:
-            try:
-                written.result()
-            except Exception:
-                return self.apply(page, decode)
-            self._committed(records[-1].id, rows)
-            self._views.advance(self.position)
-            return len(records)
+    def forget_flight(self) -> None:
+        """Let a batch being written go unsettled: if it committed, the next batch finds the
+        position moved and starts from it."""
+        self._flight = None
 
-        return settle
+    def settle(self) -> int:
+        """Wait for the batch being written, if any; return how many events it applied."""
+        flight, self._flight = self._flight, None
+        return self._settle(flight)
+
+    def _settle(self, flight: _Flight | None) -> int:
+        if flight is None:
+            return 0
+        try:
+            flight.written.result()
+        except Exception:
+            return self.apply(flight.page, flight.decode)
+        self._committed(flight.last, flight.rows)
+        self._views.advance(self.position)
+        return flight.events
 
     def apply(self, page: Sequence[Record], decode: Decoded) -> int:
         """Apply the events of the page that this projector has not applied yet (one batch,
         one transaction); return how many it applied."""
-        records = self._unapplied(page)
+        records = self._unapplied(page, self.position)
         if not records:
             return 0
         try:
@@ -148,11 +176,12 @@ class Projector:
         self._views.advance(self.position)
         return len(records)
 
-    def _unapplied(self, page: Sequence[Record]) -> Sequence[Record]:
-        """The events of the page after this projector's position (usually all of them)."""
-        if page and page[0].id > self.position:
+    @staticmethod
+    def _unapplied(page: Sequence[Record], position: int) -> Sequence[Record]:
+        """The events of the page after ``position`` (usually all of them)."""
+        if page and page[0].id > position:
             return page
-        return [r for r in page if r.id > self.position]
+        return [r for r in page if r.id > position]
 
     def _apply_or_isolate(self, records: Sequence[Record], decode: Decoded) -> None:
         """An event that cannot be projected is found by halving the batch, recorded and
@@ -195,22 +224,34 @@ class Projector:
             if _changes_accounts(rows):
                 self._store.tell_accounts_changed(rows.cursor)
 
-    def _begin(self, records: Sequence[Record], decode: Decoded) -> tuple[ExitStack, Rows]:
-        """The batch's transaction, open, and the handlers' changes, in memory until
-        ``Rows.flush``; closing the transaction commits it (or, after an error, rolls it
+    def _begin(
+        self, records: Sequence[Record], decode: Decoded, before: _Flight | None = None
+    ) -> tuple[ExitStack, Rows]:
+        """The handlers' changes, in memory until ``Rows.flush``, and the batch's transaction,
+        opened when a handler first needs the database (at the latest by the flush), on top
+        of ``before``; closing the transaction commits it (or, after an error, rolls it
         back)."""
-        with ExitStack() as stack:
-            cur = stack.enter_context(
-                self._store.write(Tracking(self.name, records[-1].id), after=self.position)
-            )
-            rows = Rows(cur)
+        transaction = ExitStack()
+        after = self.position if before is None else before.last
+        tracking = Tracking(self.name, records[-1].id)
+
+        def cursor() -> Cursor:
+            if before is not None:
+                before.written.result()  # its rows first (this batch is made on top of them)
+            return transaction.enter_context(self._store.write(tracking, after=after))
+
+        with ExitStack() as undo:
+            undo.push(transaction)  # a handler that fails rolls the batch back
+            rows = Rows(cursor, None if before is None else before.rows)
             for table, keys in self._own_rows(records).items():
                 rows.load(table, keys)
             for record in records:
                 handler = self._use(record.topic).handler
                 if handler is not None:
                     handler(rows, decode(record), record.id)
-            return stack.pop_all(), rows
+            rows.applied()
+            undo.pop_all()
+        return transaction, rows
 
     def _use(self, topic: str) -> _Use:
         """What this projection does with the events of a topic, worked out once."""
@@ -289,29 +330,36 @@ def catch_up(
         # takes them in side by side.
         ThreadPoolExecutor(len(projectors), thread_name_prefix="orca-write-behind") as writer,
     ):
-        page, decoded = page_after(min(p.position for p in projectors)), Decoded(read)
-        following: Sequence[Record] | None = None
-        while page:
-            if len(page) < batch:  # the last page
-                for projector in projectors:
-                    applied[projector.name] += projector.apply(page, decoded)
-                following = None
-            else:
-                # More is waiting: the database reads the next page while this one is
-                # applied, and takes in this one's writes while the next one is decoded.
-                ahead = reader.submit(page_after, page[-1].id)
-                settles = [(p.name, p.apply_behind(page, decoded, writer)) for p in projectors]
-                following, next_decoded = ahead.result(), Decoded(read)
-                next_decoded.ahead(following, projectors)
-                for name, settle in settles:
-                    applied[name] += settle()
-            position = min(p.position for p in projectors)
-            if on_batch is not None:
-                on_batch(position)
-            if following is not None and position == page[-1].id:
-                page, decoded = following, next_decoded
-            else:  # a projector that found others had moved on starts from where they are
-                page, decoded = page_after(position), Decoded(read)
+        try:
+            page, decoded = page_after(min(p.position for p in projectors)), Decoded(read)
+            while page:
+                following: Sequence[Record] | None = None
+                if len(page) < batch:  # the last page: applied at once
+                    for projector in projectors:
+                        applied[projector.name] += projector.settle()
+                        applied[projector.name] += projector.apply(page, decoded)
+                else:
+                    # More is waiting: the database reads the next page while this one is
+                    # applied, and takes in this one's writes while the next one is decoded
+                    # and applied.
+                    ahead = reader.submit(page_after, page[-1].id)
+                    for projector in projectors:
+                        applied[projector.name] += projector.apply_behind(page, decoded, writer)
+                    following, next_decoded = ahead.result(), Decoded(read)
+                    next_decoded.ahead(following, projectors)
+                if on_batch is not None:
+                    on_batch(min(p.position for p in projectors))
+                if following is not None and all(p.ahead == page[-1].id for p in projectors):
+                    page, decoded = following, next_decoded
+                else:  # a projector that found others had moved on starts from where they are
+                    for projector in projectors:
+                        applied[projector.name] += projector.settle()
+                    page, decoded = page_after(min(p.position for p in projectors)), Decoded(read)
+            for projector in projectors:
+                applied[projector.name] += projector.settle()
+        finally:  # after an error: a batch that was being written is applied again, if need be
+            for projector in projectors:
+                projector.forget_flight()
     return applied
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ SHADOW_SCHEMA = "orca_rebuild"
 # Events per transaction of the replay: bigger than a live projector's batches, as each one
 # costs a few round trips and its rows are read and written together.
 REPLAY_BATCH = 10_000
+REPLAY_SWITCH_SECONDS = 0.001  # how long a thread of the replay runs before another may
 
 # Events done, events in the log, seconds so far.
 Progress = Callable[[int, int, float], None]
@@ -86,9 +88,15 @@ def _replay(
     # look through them (and, frozen now, through what exists already) in vain.
     gc.freeze()
     gc.disable()
+    # The threads that write a batch and read the next page need the interpreter for a short
+    # while between waits on the database; at the default 5 ms a turn, the writes of a batch
+    # took longer than applying the next one (and the replay waited for them).
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(REPLAY_SWITCH_SECONDS)
     try:
         applied = catch_up(projectors, on_batch=report)
     finally:
+        sys.setswitchinterval(switch_interval)
         gc.enable()
         gc.unfreeze()
     report(min(p.position for p in projectors))

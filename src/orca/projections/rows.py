@@ -6,7 +6,10 @@ per batch, changed in memory as often as the batch's events say, and written onc
 of columns). One event costs about as many statements as a thousand, so catching up with a
 long log (a rebuild, a projector back from a pause) runs at bulk-load speed.
 
-Every write of a batch happens in the batch's transaction, with its tracking position.
+Every write of a batch happens in the batch's transaction, with its tracking position. A
+catch-up applies a batch while the one before it is still being written: it takes the rows
+that one left from memory, and opens its transaction, which waits for that one's commit,
+only when it needs the database.
 """
 
 from __future__ import annotations
@@ -48,8 +51,14 @@ def ignore(rows: Rows, event: Any, seq: int) -> None:
 
 
 class Rows:
-    def __init__(self, cur: Cursor) -> None:
-        self._cur = cur
+    def __init__(self, cursor: Callable[[], Cursor], before: Rows | None = None) -> None:
+        """``cursor`` opens the batch's transaction: when a row must be read from the database,
+        or at the latest when the batch is written. ``before``: the batch applied just before
+        this one, whose rows this one takes as that batch left them; its writes may still be
+        under way (this batch's cursor waits for them), and it must commit for this batch to."""
+        self._open = cursor
+        self._cur: Cursor | None = None
+        self._before = before
         self._rows: dict[str, dict[Key, Row | None]] = defaultdict(dict)  # None: no such row
         self._new: dict[str, dict[Key, Row]] = defaultdict(dict)
         self._changed: dict[str, dict[Key, set[str]]] = defaultdict(dict)
@@ -63,17 +72,40 @@ class Rows:
 
     @property
     def cursor(self) -> Cursor:
-        """The batch's cursor, for a statement of the store's own."""
+        """The batch's cursor (its transaction is opened now if it is not yet)."""
+        if self._cur is None:
+            self._cur = self._open()
         return self._cur
+
+    def applied(self) -> None:
+        """The batch's events are all applied: the rows of the batch before are not needed
+        any more (a chain of batches would otherwise keep every row of a long replay)."""
+        self._before = None
+
+    def _known(self, table: str, key: Key) -> bool:
+        """Whether the row is known without the database: read or made by this batch, or
+        left so by the batch before (taken as a copy: that batch may still be writing it)."""
+        rows = self._rows[table]
+        if key in rows:
+            return True
+        if self._before is None:
+            return False
+        earlier = self._before._rows.get(table)
+        if earlier is None or key not in earlier:
+            return False
+        row = earlier[key]
+        rows[key] = None if row is None else dict(row)
+        return True
 
     def get(self, table: str, key: Key) -> Row | None:
         """The row as the events so far leave it; None if there is none. Do not change it
         directly: ``update`` does, and records what to write."""
         rows = self._rows[table]
-        if key in rows:
+        if key in rows or self._known(table, key):
             return rows[key]
-        self._cur.execute(_select_sql(table), _key_params(table, key))
-        found = self._cur.fetchone()
+        cur = self.cursor
+        cur.execute(_select_sql(table), _key_params(table, key))
+        found = cur.fetchone()
         row = rows[key] = None if found is None else dict(found)
         return row
 
@@ -81,11 +113,12 @@ class Rows:
         """Read these rows (of a table keyed by one column) with as few queries as can be, so
         that ``get`` finds them, or finds that there are none, without a query each."""
         rows, key_of = self._rows[table], _key_of(table)
-        wanted = [key for key in dict.fromkeys(keys) if key not in rows]
+        wanted = [key for key in dict.fromkeys(keys) if not self._known(table, key)]
         for start in range(0, len(wanted), LOAD_AT_ONCE):
             part = wanted[start : start + LOAD_AT_ONCE]
-            self._cur.execute(_select_many_sql(table, len(part)), tuple(part))
-            for found in self._cur.fetchall():
+            cur = self.cursor
+            cur.execute(_select_many_sql(table, len(part)), tuple(part))
+            for found in cur.fetchall():
                 row = dict(found)
                 rows[key_of(row)] = row
             for key in part:
@@ -132,8 +165,9 @@ class Rows:
 
     def _all_counters(self) -> dict[str, float]:
         if self._counters is None:
-            self._cur.execute("SELECT name, value FROM counters")
-            counters = self._counters = {r["name"]: r["value"] for r in self._cur.fetchall()}
+            cur = self.cursor
+            cur.execute("SELECT name, value FROM counters")
+            counters = self._counters = {r["name"]: r["value"] for r in cur.fetchall()}
             for name, delta in self._added.items():
                 if name in counters:
                     counters[name] += delta
@@ -144,21 +178,22 @@ class Rows:
     def select(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
         """Rows found by something other than their key (the batch so far included)."""
         self.flush()
-        self._cur.execute(sql, params)
-        return [dict(row) for row in self._cur.fetchall()]
+        self.cursor.execute(sql, params)
+        return [dict(row) for row in self.cursor.fetchall()]
 
     def execute(self, sql: str, params: tuple[Any, ...]) -> None:
         """A statement on rows found by something other than their key, such as all the
         executions of one system; rows read before it are read again after it."""
         self.flush()
-        self._cur.execute(sql, params)
+        self.cursor.execute(sql, params)
         self._rows.clear()
+        self._before = None  # its rows may be among those changed
         self._counters = None
 
     def flush(self) -> None:
         """Write what the batch changed so far."""
         self.written.update(t for d in (self._new, self._changed, self._gone) for t in d if d[t])
-        cur = self._cur
+        cur = self.cursor
         for table, keys in self._gone.items():
             cur.executemany(_delete_sql(table), [_key_params(table, key) for key in keys])
         for table, new in self._new.items():
