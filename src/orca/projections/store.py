@@ -169,6 +169,11 @@ class _SQLiteCursor:
         self._cursor.executemany(_insert_sql(table, tuple(columns)), rows)
 
 
+# The columns' types, by table and columns, as a binary COPY needs them (read once, from the
+# database: they are PostgreSQL's built-in types, the same in every schema).
+_COPY_TYPES: dict[tuple[str, str], list[int]] = {}
+
+
 @lru_cache(maxsize=512)
 def _to_pyformat(sql: str) -> str:
     return sql.replace("?", "%s")
@@ -190,7 +195,13 @@ class _PostgresCursor:
         if len(rows) < COPY_FROM_ROWS:
             self.executemany(_insert_sql(table, tuple(columns)), rows)
             return
-        with self._cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        names = ", ".join(columns)
+        types = _COPY_TYPES.get((table, names))
+        if types is None:
+            self._cursor.execute(f"SELECT {names} FROM {table} LIMIT 0")
+            types = _COPY_TYPES[table, names] = [c.type_code for c in self._cursor.description]
+        with self._cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
 
