@@ -135,14 +135,13 @@ def start_executions(
     jobs, systems = _jobs_and_systems(app, pending)
     now = datetime.now(UTC)
     later = {e.id: at for e in pending if (at := _later(jobs[e.job_id], now)) is not None}
+    due = [e for e in pending if e.id not in later]
     try:
-        return Claims(_claim(app, vault, pending, worker_id, jobs, systems), later)
+        return Claims(_claim(app, vault, due, worker_id, jobs, systems, now), later)
     except Conflict:
         # Nothing of this save is stored, unless the library's retry of it (its answer was
         # lost) conflicted with itself: then every claim is this worker's own.
-        claimed = (
-            start_execution(app, vault, e.id, worker_id=worker_id, unsure=True) for e in pending
-        )
+        claimed = (start_execution(app, vault, e.id, worker_id=worker_id, unsure=True) for e in due)
         return Claims([work for work in claimed if work is not None], later)
 
 
@@ -154,7 +153,8 @@ def start_execution(
     worker_id: str,
     unsure: bool = False,
 ) -> Work | None:
-    """Claim a pending execution for this worker; None if it is no longer pending.
+    """Claim a pending execution for this worker; None if it is no longer pending, or its job
+    is scheduled later.
 
     Two workers racing save the same aggregate version: the event store lets one win. A claim
     saved as the database went away may be stored though its answer was lost: the library's
@@ -166,8 +166,12 @@ def start_execution(
         return _works(app, vault, [execution])[0]
     if execution.status != "pending":
         return None
+    jobs, systems = _jobs_and_systems(app, [execution])
+    now = datetime.now(UTC)
+    if _later(jobs[execution.job_id], now) is not None:
+        return None
     try:
-        works = _claim(app, vault, [execution], worker_id)
+        works = _claim(app, vault, [execution], worker_id, jobs, systems, now)
     except Conflict:
         current = app.get(Execution, execution_id, "execution")
         return _works(app, vault, [current])[0] if _claimed_by(current, worker_id) else None
@@ -177,28 +181,24 @@ def start_execution(
 def _claim(
     app: OrcaApplication,
     vault: Vault,
-    pending: Sequence[Execution],
+    due: Sequence[Execution],
     worker_id: str,
-    jobs: Mapping[UUID, Job] | None = None,
-    systems: Mapping[UUID, System] | None = None,
+    jobs: Mapping[UUID, Job],
+    systems: Mapping[UUID, System],
+    now: datetime,
 ) -> list[Work]:
-    """Start these pending executions for this worker, with one save. One whose job is
-    scheduled later is left as it is; one whose system was deleted as its job was created
-    (its credentials are destroyed) is cancelled instead."""
-    if jobs is None or systems is None:
-        jobs, systems = _jobs_and_systems(app, pending)
-    now = datetime.now(UTC)
+    """Start these pending, due executions for this worker, with one save. One whose system
+    was deleted as its job was created (its credentials are destroyed) is cancelled
+    instead."""
     runnable = []
-    for execution in pending:
+    for execution in due:
         system = systems.get(execution.system_id)
-        if _later(jobs[execution.job_id], now) is not None:
-            continue
         if system is None or system.is_deleted:
             execution.cancel(reason="its system was deleted")
         else:
             execution.start(worker_id, lease_until=_lease_until(now, jobs[execution.job_id]))
             runnable.append(execution)
-    app.commit(pending, conflict="an execution was claimed by another worker")
+    app.commit(due, conflict="an execution was claimed by another worker")
     return _works(app, vault, runnable, jobs, systems)
 
 
