@@ -183,7 +183,6 @@ def test_a_new_reporting_model_fills_itself_from_history(services: Services) -> 
     assert sum(r.executions for r in before) == 6
     with services.store.direct() as cur:  # as if the model had never existed
         cur.execute("DELETE FROM report_system_days")
-        cur.execute("DELETE FROM report_executions")
     # A model under a new name starts at the first event, as one added to a running Orca.
     added = replace(reports.REPORTS, name="orca-reports-added-later")
     fresh = Projector(services.app, services.store, Beacon(), Beacon(), added)
@@ -192,6 +191,27 @@ def test_a_new_reporting_model_fills_itself_from_history(services: Services) -> 
     assert reports.system_days(services.store, "2000-01-01") == before
     (row, *_) = before
     assert 0 <= row.success_rate <= 1 and row.mean_duration_seconds >= 0
+
+
+def test_what_a_report_knows_of_an_execution_is_read_back_from_the_log(
+    services: Services,
+) -> None:
+    """The report keeps what it knows of an execution (its system, its start) in no table: a
+    batch that finds it in neither itself nor the batch before reads the execution's events
+    again. Applied one event a batch (a start three batches after its creation), the report
+    comes out as the live projector made it."""
+    settled(services, populate(services, 6))
+    live = reports.system_days(services.store, "2000-01-01")
+    assert sum(r.executions for r in live) == 6
+    # Nothing of the executions was stored (a query of such a table fails).
+    with pytest.raises(Exception, match="report_executions"), services.store.read() as cur:
+        cur.execute("SELECT * FROM report_executions")
+    with services.store.direct() as cur:
+        cur.execute("DELETE FROM report_system_days")
+    one_by_one = replace(reports.REPORTS, name="orca-reports-one-by-one")
+    Projector(services.app, services.store, Beacon(), Beacon(), one_by_one, batch=1).catch_up()
+
+    assert reports.system_days(services.store, "2000-01-01") == live
 
 
 @BATCHES
@@ -234,22 +254,31 @@ def test_an_event_that_cannot_be_projected_is_recorded_and_passed_over(
 def test_after_a_statement_on_many_rows_a_batch_reads_them_again(services: Services) -> None:
     """A batch takes the rows the batch before left (that one may still be writing them);
     after ``Rows.execute`` (a system renamed in all its executions, say) only the database
-    knows them: the batch before's may be among those the statement changed."""
+    knows them: the batch before's may be among those the statement changed. Derived rows,
+    which are in no table, are kept."""
     session = {
         "id": "s1", "user_id": "u1", "credentials_version": 0, "expires_at": "later",
         "revoked": False,
     }  # fmt: skip
+    execution = {"id": "e1", "system_id": "sys1", "started_at": "now"}
+
+    def not_from_the_log(keys: object) -> list[dict[str, object]]:
+        raise AssertionError("the batch forgot the derived rows it knew")
+
+    derived = {"report_executions": not_from_the_log}
     with services.store.direct() as cur:
-        first = Rows(lambda: cur)
+        first = Rows(lambda: cur, derived=derived)
         first.insert("sessions", session)
+        first.insert("report_executions", execution)
         first.flush()
         first.applied()
-        second = Rows(lambda: cur, before=first)
+        second = Rows(lambda: cur, before=first, derived=derived)
         assert not second.get("sessions", "s1")["revoked"]  # type: ignore[index]
 
         second.execute("UPDATE sessions SET revoked = ? WHERE user_id = ?", (True, "u1"))
 
         assert second.get("sessions", "s1")["revoked"]  # type: ignore[index]
+        assert second.get("report_executions", "e1") == execution
 
 
 def test_orca_rebuild_rebuilds_the_projection_it_is_given(services: Services) -> None:

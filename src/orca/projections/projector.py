@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -19,7 +19,7 @@ from orca.application.recorder import Record
 from orca.projections.beacon import Beacon
 from orca.projections.events import EventReader
 from orca.projections.leader import Leadership
-from orca.projections.rows import Handler, Projection, Rows, ignore
+from orca.projections.rows import Derive, Handler, Projection, Row, Rows, ignore
 from orca.projections.store import Cursor, ReadStore, StalePosition
 from orca.projections.views import ACCOUNT_TABLES, iso
 
@@ -58,6 +58,18 @@ class Decoded:
                 wanted[topic] = any(p.handles(topic) for p in projectors)
             if wanted[topic]:
                 events[record.id] = read(record)
+
+
+class _History:
+    """The log as a projection's derived rows are made from it."""
+
+    def __init__(self, app: OrcaApplication) -> None:
+        self._recorder = app.recorder
+        self._read = EventReader(app.mapper)
+
+    def events_of(self, originator_ids: Sequence[str], until: int) -> list[tuple[type, Any]]:
+        records = self._recorder.select_records_of(originator_ids, until)  # type: ignore[attr-defined]
+        return [(resolve_topic(r.topic), self._read(r)) for r in records]
 
 
 class _Flight(NamedTuple):
@@ -104,6 +116,7 @@ class Projector:
         self._views = views
         self._accounts = accounts
         self._flight: _Flight | None = None  # the batch being written, if any
+        self._history = _History(app)
         self.position = store.max_tracking_id(self.name) or 0
         views.advance(self.position)
 
@@ -242,7 +255,7 @@ class Projector:
 
         with ExitStack() as undo:
             undo.push(transaction)  # a handler that fails rolls the batch back
-            rows = Rows(cursor, None if before is None else before.rows)
+            rows = Rows(cursor, None if before is None else before.rows, self._derived(after))
             for table, keys in self._own_rows(records).items():
                 rows.load(table, keys)
             for record in records:
@@ -252,6 +265,15 @@ class Projector:
             rows.applied()
             undo.pop_all()
         return transaction, rows
+
+    def _derived(self, after: int) -> dict[str, Callable[[Sequence[Any]], Iterable[Row]]]:
+        """What makes the projection's derived rows as the log up to ``after`` leaves them."""
+        history = self._history
+
+        def bind(derive: Derive) -> Callable[[Sequence[Any]], Iterable[Row]]:
+            return lambda keys: derive(history, keys, after)
+
+        return {table: bind(derive) for table, derive in self.projection.derived.items()}
 
     def _use(self, topic: str) -> _Use:
         """What this projection does with the events of a topic, worked out once."""

@@ -3,18 +3,40 @@ ran, how many completed, and how long they took.
 
 It has its own position (``orca-reports``), so an installation that adds it fills it from
 history on the first start, while everything else keeps running.
+
+What it knows of an execution from its creation to its end (its system, when it started) is a
+derived row (see ``rows``): kept in memory from batch to batch, and read back from the
+execution's own events when a batch finds it there no more. Nothing of an execution is stored
+but its part in the figures of its day.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import msgspec
 
 from orca.domain.job import Execution
-from orca.projections.rows import Projection, Rows
+from orca.projections.rows import Log, Projection, Row, Rows
 from orca.projections.store import ReadStore
 from orca.projections.views import iso
+
+
+def _executions_from_log(log: Log, ids: Sequence[str], until: int) -> list[Row]:
+    """What the handlers below make of these executions' events up to ``until``."""
+    made: dict[str, Row] = {}
+    for cls, e in log.events_of(ids, until):
+        if cls is Execution.Created:
+            execution_id = str(e.originator_id)
+            made[execution_id] = {
+                "id": execution_id, "system_id": str(e.system_id), "started_at": None,
+            }  # fmt: skip
+        elif cls is Execution.Started and str(e.originator_id) in made:
+            made[str(e.originator_id)]["started_at"] = iso(e.timestamp)
+        elif cls is Execution.Finished:
+            made.pop(str(e.originator_id), None)
+    return list(made.values())
 
 
 def _created(rows: Rows, e: Execution.Created, seq: int) -> None:
@@ -61,9 +83,10 @@ REPORTS = Projection(
         Execution.Started: _started,
         Execution.Finished: _finished,
     },
-    tables=("report_executions", "report_system_days"),
+    tables=("report_system_days",),
     gather_seconds=0.5,
     own_rows={Execution.Started: "report_executions", Execution.Finished: "report_executions"},
+    derived={"report_executions": _executions_from_log},
 )
 
 

@@ -10,16 +10,22 @@ Every write of a batch happens in the batch's transaction, with its tracking pos
 catch-up applies a batch while the one before it is still being written: it takes the rows
 that one left from memory, and opens its transaction, which waits for that one's commit,
 only when it needs the database.
+
+A projection may keep some rows out of the database altogether: rows its handlers need for a
+while (what a report knows of an execution from its creation to its end), which the log
+itself holds. A batch reads such a *derived* row like any other and changes it in memory, the
+next batch takes it from there, and one that finds neither asks the projection to make it
+again from the events of the log before the batch.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 from orca.projections.schema import KEYS
 from orca.projections.store import Cursor
@@ -28,6 +34,18 @@ Row = dict[str, Any]
 Key = Any  # the primary key's value, or a tuple of them for a key of several columns
 Handler = Callable[["Rows", Any, int], None]  # rows, the event, its position in the log
 LOAD_AT_ONCE = 500  # keys in one query of ``Rows.load`` at most
+
+
+class Log(Protocol):
+    def events_of(self, originator_ids: Sequence[str], until: int) -> list[tuple[type, Any]]:
+        """The events of these aggregates up to position ``until``, in order, each with the
+        class that handlers are chosen by."""
+        ...
+
+
+# A derived table's rows of these keys as the log up to a position leaves them (keys that
+# have none are left out).
+Derive = Callable[[Log, Sequence["Key"], int], Iterable["Row"]]
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,8 @@ class Projection:
     # Events whose handler reads the row of the event's own aggregate in this table: a batch
     # reads all those rows with one query before it applies its events, not one query each.
     own_rows: Mapping[type[Any], str] = field(default_factory=dict)
+    # Tables never written to the database, and how their rows are made from the log.
+    derived: Mapping[str, Derive] = field(default_factory=dict)
 
 
 def ignore(rows: Rows, event: Any, seq: int) -> None:
@@ -51,14 +71,22 @@ def ignore(rows: Rows, event: Any, seq: int) -> None:
 
 
 class Rows:
-    def __init__(self, cursor: Callable[[], Cursor], before: Rows | None = None) -> None:
+    def __init__(
+        self,
+        cursor: Callable[[], Cursor],
+        before: Rows | None = None,
+        derived: Mapping[str, Callable[[Sequence[Key]], Iterable[Row]]] | None = None,
+    ) -> None:
         """``cursor`` opens the batch's transaction: when a row must be read from the database,
         or at the latest when the batch is written. ``before``: the batch applied just before
         this one, whose rows this one takes as that batch left them; its writes may still be
-        under way (this batch's cursor waits for them), and it must commit for this batch to."""
+        under way (this batch's cursor waits for them), and it must commit for this batch to.
+        ``derived``: by table, what makes the rows of a derived table that neither this batch
+        nor ``before`` knows, as the log before this batch leaves them."""
         self._open = cursor
         self._cur: Cursor | None = None
         self._before = before
+        self._derived = derived or {}
         self._rows: dict[str, dict[Key, Row | None]] = defaultdict(dict)  # None: no such row
         self._new: dict[str, dict[Key, Row]] = defaultdict(dict)
         self._changed: dict[str, dict[Key, set[str]]] = defaultdict(dict)
@@ -103,6 +131,9 @@ class Rows:
         rows = self._rows[table]
         if key in rows or self._known(table, key):
             return rows[key]
+        if table in self._derived:
+            self.load(table, [key])
+            return rows[key]
         cur = self.cursor
         cur.execute(_select_sql(table), _key_params(table, key))
         found = cur.fetchone()
@@ -114,12 +145,16 @@ class Rows:
         that ``get`` finds them, or finds that there are none, without a query each."""
         rows, key_of = self._rows[table], _key_of(table)
         wanted = [key for key in dict.fromkeys(keys) if not self._known(table, key)]
+        derive = self._derived.get(table)
         for start in range(0, len(wanted), LOAD_AT_ONCE):
             part = wanted[start : start + LOAD_AT_ONCE]
-            cur = self.cursor
-            cur.execute(_select_many_sql(table, len(part)), tuple(part))
-            for found in cur.fetchall():
-                row = dict(found)
+            if derive is None:
+                cur = self.cursor
+                cur.execute(_select_many_sql(table, len(part)), tuple(part))
+                found: Iterable[Row] = map(dict, cur.fetchall())
+            else:
+                found = derive(part)
+            for row in found:
                 rows[key_of(row)] = row
             for key in part:
                 rows.setdefault(key, None)
@@ -186,12 +221,21 @@ class Rows:
         executions of one system; rows read before it are read again after it."""
         self.flush()
         self.cursor.execute(sql, params)
-        self._rows.clear()
-        self._before = None  # its rows may be among those changed
+        # Rows in the database may be among those changed; derived rows are not there.
+        for table in [t for t in self._rows if t not in self._derived]:
+            del self._rows[table]
+        for table in self._derived:
+            earlier = {} if self._before is None else self._before._rows.get(table, {})
+            for key in earlier:
+                self._known(table, key)
+        self._before = None
         self._counters = None
 
     def flush(self) -> None:
-        """Write what the batch changed so far."""
+        """Write what the batch changed so far (derived rows stay in memory)."""
+        for table in self._derived:
+            for changes in (self._new, self._changed, self._gone):
+                changes.pop(table, None)
         self.written.update(t for d in (self._new, self._changed, self._gone) for t in d if d[t])
         cur = self.cursor
         for table, keys in self._gone.items():

@@ -144,11 +144,8 @@ INDEXES = (
 
 # The reporting read model (projections/reports.py), with a position of its own.
 REPORT_TABLES = (
-    """CREATE TABLE IF NOT EXISTS report_executions (
-        id TEXT PRIMARY KEY,
-        system_id TEXT NOT NULL,
-        started_at TEXT NULL
-    )""",
+    # Its executions' rows are derived from the log now, never stored.
+    "DROP TABLE IF EXISTS report_executions",
     """CREATE TABLE IF NOT EXISTS report_system_days (
         system_id TEXT NOT NULL,
         day TEXT NOT NULL,
