@@ -17,7 +17,7 @@ from eventsourcing.utils import resolve_topic
 from orca.application.app import OrcaApplication
 from orca.application.recorder import Record
 from orca.projections.beacon import Beacon
-from orca.projections.events import EventReader
+from orca.projections.events import EventReader, Read
 from orca.projections.leader import Leadership
 from orca.projections.rows import Derive, Handler, Projection, Row, Rows, ignore
 from orca.projections.store import Cursor, ReadStore, StalePosition
@@ -39,24 +39,27 @@ class Decoded:
 
     def __init__(self, read: EventReader) -> None:
         self._read = read
-        self._events: dict[int, Any] = {}
+        self.events: dict[int, Any] = {}  # by position: those decoded so far
 
     def __call__(self, record: Record) -> Any:
         try:
-            return self._events[record.id]
+            return self.events[record.id]
         except KeyError:
-            event = self._events[record.id] = self._read(record)
+            event = self.events[record.id] = self._read(record)
             return event
 
     def ahead(self, page: Sequence[Record], projectors: Sequence[Projector]) -> None:
         """Decode now every event of the page that a projector will apply."""
-        wanted: dict[str, bool] = {}
-        events, read = self._events, self._read
+        readers: dict[str, Read | None] = {}  # None: no projector applies them
+        events = self.events
         for record in page:
             topic = record.topic
-            if topic not in wanted:
-                wanted[topic] = any(p.handles(topic) for p in projectors)
-            if wanted[topic]:
+            if topic in readers:
+                read = readers[topic]
+            else:
+                wanted = any(p.handles(topic) for p in projectors)
+                read = readers[topic] = self._read.reader(topic) if wanted else None
+            if read is not None:
                 events[record.id] = read(record)
 
 
@@ -258,10 +261,12 @@ class Projector:
             rows = Rows(cursor, None if before is None else before.rows, self._derived(after))
             for table, keys in self._own_rows(records).items():
                 rows.load(table, keys)
-            for record in records:
-                handler = self._use(record.topic).handler
-                if handler is not None:
-                    handler(rows, decode(record), record.id)
+            topics, events = self._topics, decode.events
+            for record in records:  # ``_use`` and ``decode`` inlined: the loop of a rebuild
+                use = topics.get(record.topic) or self._use(record.topic)
+                if use.handler is not None:
+                    event = events.get(record.id)
+                    use.handler(rows, decode(record) if event is None else event, record.id)
             rows.applied()
             undo.pop_all()
         return transaction, rows
@@ -290,8 +295,9 @@ class Projector:
     def _own_rows(self, records: Sequence[Record]) -> dict[str, list[str]]:
         """The rows of their own aggregates that the records' handlers read, by table."""
         wanted: dict[str, list[str]] = defaultdict(list)
+        topics = self._topics
         for record in records:
-            table = self._use(record.topic).own_table
+            table = (topics.get(record.topic) or self._use(record.topic)).own_table
             if table is not None:
                 wanted[table].append(record.originator_id)
         return wanted

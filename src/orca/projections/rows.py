@@ -34,6 +34,7 @@ Row = dict[str, Any]
 Key = Any  # the primary key's value, or a tuple of them for a key of several columns
 Handler = Callable[["Rows", Any, int], None]  # rows, the event, its position in the log
 LOAD_AT_ONCE = 500  # keys in one query of ``Rows.load`` at most
+_UNKNOWN = object()  # not among a batch's rows (None is: there is no such row)
 
 
 class Log(Protocol):
@@ -129,7 +130,10 @@ class Rows:
         """The row as the events so far leave it; None if there is none. Do not change it
         directly: ``update`` does, and records what to write."""
         rows = self._rows[table]
-        if key in rows or self._known(table, key):
+        row = rows.get(key, _UNKNOWN)
+        if row is not _UNKNOWN:
+            return row  # type: ignore[return-value]
+        if self._known(table, key):
             return rows[key]
         if table in self._derived:
             self.load(table, [key])
@@ -144,7 +148,11 @@ class Rows:
         """Read these rows (of a table keyed by one column) with as few queries as can be, so
         that ``get`` finds them, or finds that there are none, without a query each."""
         rows, key_of = self._rows[table], _key_of(table)
-        wanted = [key for key in dict.fromkeys(keys) if not self._known(table, key)]
+        wanted = [
+            key for key in dict.fromkeys(keys) if key not in rows and not self._known(table, key)
+        ]
+        if not wanted:
+            return
         derive = self._derived.get(table)
         for start in range(0, len(wanted), LOAD_AT_ONCE):
             part = wanted[start : start + LOAD_AT_ONCE]
@@ -161,7 +169,7 @@ class Rows:
 
     def insert(self, table: str, row: Row) -> None:
         """A new row, with a value for every column handlers read."""
-        key = _key_of(table)(row)
+        key = row["id"] if table not in KEYS else _key_of(table)(row)
         rows = self._rows[table]
         if rows.get(key) is not None:  # as the database would refuse it
             raise KeyError(f"{table} already has a row {key}")
@@ -187,11 +195,12 @@ class Rows:
         """Move dashboard counters. Whole numbers are added as they come; a fraction (a sum
         of durations) is added in event order, as one UPDATE per event would add it, so that
         the sums come out the same however the log is batched."""
+        added = self._added
         for name, delta in changes:
             if not delta:
                 continue
-            if isinstance(delta, int) and self._counters is None:
-                self._added[name] = self._added.get(name, 0) + delta
+            if type(delta) is int and self._counters is None:
+                added[name] = added.get(name, 0) + delta
                 continue
             counters = self._all_counters()
             if name in counters:
