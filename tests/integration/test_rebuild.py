@@ -21,7 +21,8 @@ from orca.application.systems import (
     register_system,
     update_system,
 )
-from orca.bootstrap import Services
+from orca.bootstrap import Services, build, migrate
+from orca.config import Settings
 from orca.domain.job import Job
 from orca.projections import rebuild as rebuild_module
 from orca.projections import reports
@@ -212,6 +213,27 @@ def test_what_a_report_knows_of_an_execution_is_read_back_from_the_log(
     Projector(services.app, services.store, Beacon(), Beacon(), one_by_one, batch=1).catch_up()
 
     assert reports.system_days(services.store, "2000-01-01") == live
+
+
+def test_migrate_drops_the_table_an_earlier_version_kept_report_rows_in(
+    settings: Settings,
+) -> None:
+    migrate(settings)
+    services = build(settings)  # no projector running: migrate runs before the processes
+    try:
+        with services.store.direct() as cur:  # as an earlier version left it
+            cur.execute(
+                "CREATE TABLE report_executions (id TEXT PRIMARY KEY, system_id TEXT NOT NULL,"
+                " started_at TEXT NULL)"
+            )
+            cur.execute("INSERT INTO report_executions VALUES ('e1', 's1', NULL)")
+
+        migrate(settings)
+
+        with pytest.raises(Exception, match="report_executions"), services.store.read() as cur:
+            cur.execute("SELECT * FROM report_executions")
+    finally:
+        services.close()
 
 
 @BATCHES
