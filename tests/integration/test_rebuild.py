@@ -199,11 +199,20 @@ def test_what_a_report_knows_of_an_execution_is_read_back_from_the_log(
 ) -> None:
     """The report keeps what it knows of an execution (its system, its start) in no table: a
     batch that finds it in neither itself nor the batch before reads the execution's events
-    again. Applied one event a batch (a start three batches after its creation), the report
-    comes out as the live projector made it."""
+    again. Applied one event a batch (a start three batches after its creation, an end two
+    after its start), the report comes out as the live projector made it."""
     settled(services, populate(services, 6))
+    app = services.app
+    systems, _ = services.queries.list_systems(active=None, system_type=None, limit=3, offset=0)
+    ids = [UUID(system.id) for system in systems]
+    job = create_job(app, CreateJob(name="two", command="true", system_ids=ids), by="a")
+    first, second, _ = app.repository.get(job.id).execution_ids
+    start_execution(app, services.vault, first, worker_id="w")
+    start_execution(app, services.vault, second, worker_id="w")
+    finish_execution(app, first, Outcome(status="completed", exit_code=0))
+    settled(services, finish_execution(app, second, Outcome(status="completed", exit_code=0)))
     live = reports.system_days(services.store, "2000-01-01")
-    assert sum(r.executions for r in live) == 6
+    assert sum(r.executions for r in live) == 8
     # Nothing of the executions was stored (a query of such a table fails).
     with pytest.raises(Exception, match="report_executions"), services.store.read() as cur:
         cur.execute("SELECT * FROM report_executions")

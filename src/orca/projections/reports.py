@@ -19,24 +19,25 @@ import msgspec
 
 from orca.domain.job import Execution
 from orca.projections.rows import Log, Projection, Row, Rows
-from orca.projections.store import ReadStore
+from orca.projections.store import Cursor, ReadStore
 from orca.projections.views import iso
 
 
 def _executions_from_log(log: Log, ids: Sequence[str], until: int) -> list[Row]:
-    """What the handlers below make of these executions' events up to ``until``."""
-    made: dict[str, Row] = {}
+    """What the handlers below make of these executions' events up to ``until``: they are
+    applied again, to a batch of their own that knows no other row. (A batch asks only of
+    executions whose end it has yet to apply.)"""
+    again = Rows(_no_database, derived={"report_executions": lambda keys: ()})
     for cls, e in log.events_of(ids, until):
         if cls is Execution.Created:
-            execution_id = str(e.originator_id)
-            made[execution_id] = {
-                "id": execution_id, "system_id": str(e.system_id), "started_at": None,
-            }  # fmt: skip
-        elif cls is Execution.Started and str(e.originator_id) in made:
-            made[str(e.originator_id)]["started_at"] = iso(e.timestamp)
-        elif cls is Execution.Finished:
-            made.pop(str(e.originator_id), None)
-    return list(made.values())
+            _created(again, e, 0)
+        elif cls is Execution.Started:
+            _started(again, e, 0)
+    return [row for i in ids if (row := again.get("report_executions", i)) is not None]
+
+
+def _no_database() -> Cursor:
+    raise RuntimeError("an execution's report row is made from its own events alone")
 
 
 def _created(rows: Rows, e: Execution.Created, seq: int) -> None:
